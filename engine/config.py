@@ -1,0 +1,167 @@
+"""Model presets: small frozen dataclasses, one registry that also feeds the CLI's choices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KVWindow:
+    """Self-attention context: `sinks` first frames kept forever plus the last `m` frames.
+
+    The unpruned baseline and LIPAR use the same window, so their comparison is fair
+    (DESIGN.md §4.3, the paper's M-degree).
+    """
+
+    sinks: int = 1
+    m: int = 6
+
+    def __post_init__(self) -> None:
+        if self.sinks < 1:
+            raise ValueError(f"KVWindow.sinks must be >= 1, got {self.sinks}")
+        if self.m < 1:
+            raise ValueError(f"KVWindow.m must be >= 1, got {self.m}")
+
+    @property
+    def slots(self) -> int:
+        # sinks + the last m frames + the frame being generated now
+        return self.sinks + self.m + 1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Few-step rectified-flow schedule: sigmas in (0, 1], warped by `shift` (Wan/SD3 shift)."""
+
+    timesteps: tuple[float, ...]  # in [0, 1000], before the shift
+    shift: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.timesteps:
+            raise ValueError("Schedule needs at least one timestep")
+        if any(not 0 < t <= 1000 for t in self.timesteps):
+            raise ValueError(f"Schedule timesteps must lie in (0, 1000], got {self.timesteps}")
+        if list(self.timesteps) != sorted(self.timesteps, reverse=True):
+            raise ValueError(f"Schedule timesteps must decrease, got {self.timesteps}")
+        if self.shift <= 0:
+            raise ValueError(f"Schedule.shift must be > 0, got {self.shift}")
+
+    @property
+    def sigmas(self) -> list[float]:
+        out = []
+        for t in self.timesteps:
+            s = t / 1000.0
+            out.append(self.shift * s / (1.0 + (self.shift - 1.0) * s))
+        return out
+
+
+@dataclass(frozen=True)
+class LiparDefaults:
+    """Calibrated LIPAR thresholds for one model's latent scale (paper: 0.15 / 0.3 on Wan latents)."""
+
+    tau_short: float
+    tau_long: float
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    dim: int
+    layers: int
+    heads: int
+    ffn_dim: int
+    latent_channels: int
+    text_dim: int  # width of the text encoder's token states
+    text_len: int  # text states are padded with zeros to this many tokens (as Wan does)
+    text_encoder: str  # "minilm" | "umt5" | "random"
+    vae: str  # "frame" (tiny, frame-wise) | "taehv" (Wan-shaped, 4 frames per latent)
+    height: int  # default video size
+    width: int
+    patch: tuple[int, int, int] = (1, 2, 2)
+    freq_dim: int = 256
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+    vae_scale: int = 8
+    frames_per_latent: int = 1  # video frames per latent frame (4 for the Wan VAE / TAEHV)
+    window: KVWindow = field(default_factory=KVWindow)
+    t2v_schedule: Schedule = field(default_factory=lambda: Schedule((1000.0, 750.0, 500.0, 250.0)))
+    v2v_schedule: Schedule = field(default_factory=lambda: Schedule((750.0, 500.0, 250.0)))
+    lipar: LiparDefaults = field(default_factory=lambda: LiparDefaults(0.15, 0.3))
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"{self.name}: dim {self.dim} is not divisible by heads {self.heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"{self.name}: head dim {self.head_dim} must be even for RoPE")
+        if self.patch[0] != 1:
+            raise ValueError(f"{self.name}: only temporal patch 1 is supported (causal, frame by frame)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def patch_dim(self) -> int:
+        return self.latent_channels * self.patch[0] * self.patch[1] * self.patch[2]
+
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """Latent (h, w) for a video size; raises ValueError for sizes the model cannot take."""
+        step = self.vae_scale * self.patch[1]
+        if height <= 0 or width <= 0 or height % step or width % step:
+            raise ValueError(
+                f"size {height}x{width} is not supported by {self.name}: "
+                f"height and width must be positive multiples of {step}"
+            )
+        return height // self.vae_scale, width // self.vae_scale
+
+    def tokens_per_frame(self, height: int, width: int) -> int:
+        h, w = self.latent_size(height, width)
+        return (h // self.patch[1]) * (w // self.patch[2])
+
+
+CONFIGS: dict[str, ModelConfig] = {
+    # Trained by this project (train/); runs on a CPU at 128x128 (64 tokens per frame).
+    "tiny": ModelConfig(
+        name="tiny",
+        dim=256,
+        layers=6,
+        heads=4,
+        ffn_dim=1024,
+        latent_channels=16,
+        text_dim=384,  # all-MiniLM-L6-v2 token states
+        text_len=24,
+        text_encoder="minilm",
+        vae="frame",
+        height=128,
+        width=128,
+        t2v_schedule=Schedule((1000.0, 750.0, 500.0, 250.0), shift=3.0),
+        v2v_schedule=Schedule((600.0, 400.0, 200.0), shift=3.0),
+        lipar=LiparDefaults(tau_short=0.15, tau_long=0.3),  # recalibrated after training
+    ),
+    # Wan2.1-T2V-1.3B as used causally by Self-Forcing / CausVid (shared/wan2.1-1.3b.md).
+    "wan2.1-1.3b": ModelConfig(
+        name="wan2.1-1.3b",
+        dim=1536,
+        layers=30,
+        heads=12,
+        ffn_dim=8960,
+        latent_channels=16,
+        text_dim=4096,
+        text_len=512,
+        text_encoder="umt5",
+        vae="taehv",
+        height=480,
+        width=832,
+        frames_per_latent=4,
+        # Self-Forcing: 1000, 750, 500, 250 warped by shift 5; video-to-video starts lower (SDEdit)
+        t2v_schedule=Schedule((1000.0, 750.0, 500.0, 250.0), shift=5.0),
+        v2v_schedule=Schedule((750.0, 500.0, 250.0), shift=5.0),
+        lipar=LiparDefaults(tau_short=0.15, tau_long=0.3),
+    ),
+}
+
+
+def get_config(name: str) -> ModelConfig:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(CONFIGS)}") from None

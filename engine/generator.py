@@ -1,0 +1,314 @@
+"""StreamingGenerator: one latent frame per `step()`, text-to-video or video-to-video, LIPAR-pruned.
+
+The server, the CLI and the benchmark all drive this one object; nobody copies the loop.
+Data flow per latent frame (DESIGN.md §2): encode the source -> LIPAR mask -> SDEdit start ->
+denoising steps over the kept tokens (pruned K/V recovered from the clean cache) -> restore the
+pruned tokens from the previous clean latent -> cache pass at sigma = 0 -> decode.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.attention import CacheAttention
+from engine.checkpoint import WEIGHTS_DIR, load_state
+from engine.config import ModelConfig, get_config
+from engine.dit import CausalDiT, init_weights, patchify, unpatchify
+from engine.kv_cache import RollingKVCache
+from engine.sampler import add_noise, euler_step, next_sigmas
+from engine.text import build_text_encoder
+from engine.timing import StageTimer
+from engine.vae import build_vae
+from lipar.config import LiparConfig
+from lipar.mask import StreamingMask
+from lipar.prune import restore
+from lipar.recovery import key_padding_mask, recover_kv
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepOutput:
+    frames: list[np.ndarray]  # frames_per_latent video frames, uint8 (H, W, 3)
+    stats: dict  # frame, mode, kept_ratio, kv_frames, stages_ms, total_ms
+    mask: np.ndarray  # bool (h/2, w/2), True = token recomputed this frame
+
+
+@dataclass
+class _Prompt:
+    states: Tensor  # (1, Lt, text_dim) on the device
+    previous: Tensor | None = None  # states being blended away from
+    frames_left: int = 0
+    transition_frames: int = 0
+    text: str = ""
+    kv: list = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or auto")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+class StreamingGenerator:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        dit: CausalDiT,
+        vae: torch.nn.Module,
+        text_encoder,
+        device: torch.device,
+        size: tuple[int, int],
+        lipar: LiparConfig,
+        seed: int = 0,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.height, self.width = size
+        self.latent_h, self.latent_w = cfg.latent_size(*size)
+        self.grid = (self.latent_h // 2, self.latent_w // 2)
+        self.tokens = self.grid[0] * self.grid[1]
+        self.frames_per_latent = cfg.frames_per_latent
+        self.dit = dit.to(device=device, dtype=self.dtype).eval()
+        self.vae = vae.to(device=device, dtype=self.dtype).eval()
+        self.text_encoder = text_encoder
+        self.seed = seed
+        self.cache = RollingKVCache(
+            cfg.layers, 1, self.tokens, cfg.heads, cfg.head_dim, cfg.window, device, self.dtype
+        )
+        rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
+        self.grid_pos = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(device)  # (N, 2)
+        self.all_idx = torch.arange(self.tokens, device=device)
+        self.lipar = lipar.resolved(cfg.lipar.tau_short, cfg.lipar.tau_long)
+        self.mask = StreamingMask(self.lipar, self.grid)
+        self.prompt: _Prompt | None = None
+        self.reset()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str = "tiny",
+        device: str = "auto",
+        lipar: LiparConfig | None = None,
+        random_weights: bool = False,
+        size: tuple[int, int] | None = None,
+        seed: int = 0,
+        weights: str | Path | None = None,
+        text_encoder_path: str | Path | None = None,
+    ) -> StreamingGenerator:
+        """Load a preset. Weights come from the repo (`engine/weights/<name>/`) or `weights`, a local
+        folder holding dit.safetensors (and vae.safetensors). Nothing is ever downloaded; random
+        weights only when asked for."""
+        cfg = get_config(name)
+        dev = resolve_device(device)
+        size = size or (cfg.height, cfg.width)
+        cfg.latent_size(*size)  # validates the size before anything heavy happens
+        dit, vae = CausalDiT(cfg), build_vae(cfg)
+        folder = Path(weights) if weights is not None else WEIGHTS_DIR / name
+        if random_weights:
+            init_weights(dit, seed)
+        elif not (folder / "dit.safetensors").is_file():
+            raise FileNotFoundError(
+                f"no weights for model {name!r} in {folder} (expected dit.safetensors); give a local "
+                f"checkpoint folder, or ask for random weights explicitly (--random-weights) for timing"
+            )
+        else:
+            load_state(dit, folder / "dit.safetensors")
+            if (folder / "vae.safetensors").is_file():
+                load_state(vae, folder / "vae.safetensors")
+            else:
+                log.warning("no vae.safetensors in %s: the VAE has random weights", folder)
+        text = build_text_encoder(cfg, path=text_encoder_path, random=random_weights and cfg.text_encoder != "minilm")
+        return cls(cfg, dit, vae, text, dev, size, lipar or LiparConfig(), seed)
+
+    # ------------------------------------------------------------------ controls
+    def set_prompt(self, text: str, transition_frames: int = 0) -> None:
+        """Takes effect at the next latent frame, blended over `transition_frames` frames."""
+        if not isinstance(transition_frames, int) or not 0 <= transition_frames <= 1000:
+            raise ValueError(f"transition_frames must be an integer in [0, 1000], got {transition_frames!r}")
+        states = self.text_encoder.encode(text)[None].to(self.device, self.dtype)
+        previous = self._current_states() if self.prompt is not None and transition_frames > 0 else None
+        self.prompt = _Prompt(states, previous, transition_frames if previous is not None else 0,
+                              transition_frames, text)
+        self.prompt.kv = self.dit.text_kv(states)
+
+    def set_lipar(self, config: LiparConfig) -> None:
+        self.lipar = config.resolved(self.cfg.lipar.tau_short, self.cfg.lipar.tau_long)
+        self.mask = StreamingMask(self.lipar, self.grid)  # starts by keeping everything
+
+    def reset(self) -> None:
+        self.cache.reset()
+        self.mask.reset()
+        self.vae.reset()
+        self.previous_clean: Tensor | None = None  # (1, N, D) tokens of the last clean latent
+        self.noisy_kv: list[tuple[Tensor, Tensor]] = []  # m-degree ablation: last frame's per-step K/V
+        self.noise = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.last_mode: str | None = None
+
+    # ------------------------------------------------------------------ one latent frame
+    @torch.inference_mode()
+    def step(self, source: np.ndarray | Sequence[np.ndarray] | None = None) -> StepOutput:
+        if self.prompt is None:
+            raise RuntimeError("set_prompt() must be called before step()")
+        mode = "t2v" if source is None else "v2v"
+        if mode != self.last_mode:
+            self.mask.reset()  # a mode switch is a scene cut for the mask
+            self.last_mode = mode
+        timer = StageTimer(self.device)
+        t = self.cache.frames
+        self.cache.append()
+
+        source_tokens = None
+        if source is not None:
+            with timer("encode"):
+                frames = self._source_tensor(source)
+                source_latent = self.vae.encode_step(frames)  # (1, C, h, w)
+                source_tokens = patchify(source_latent)
+        with timer("mask"):
+            keep_idx, pruned_idx, keep_grid, kept_ratio = self._mask(source_latent if source is not None else None)
+        with timer("dit"):
+            clean = self._denoise(t, source_tokens, keep_idx, pruned_idx, self._text_kv())
+        with timer("decode"):
+            video = self.vae.decode_step(unpatchify(clean, self.latent_h, self.latent_w).to(self.dtype))
+            frames_out = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            frames_out = frames_out.permute(0, 2, 3, 1).cpu().numpy()
+        stages = timer.read_ms()
+        stats = {
+            "frame": t,
+            "mode": mode,
+            "kept_ratio": kept_ratio,
+            "kv_frames": self.cache.context_frames,
+            "stages_ms": stages,
+            "total_ms": sum(stages.values()),
+        }
+        return StepOutput(list(frames_out), stats, keep_grid)
+
+    def _source_tensor(self, source: np.ndarray | Sequence[np.ndarray]) -> Tensor:
+        """uint8 (H, W, 3) frame(s) -> (1, T, 3, H, W) in [-1, 1] at the generator's size."""
+        import cv2
+
+        frames = [source] if isinstance(source, np.ndarray) else list(source)
+        if len(frames) == 1 and self.frames_per_latent > 1:
+            frames = frames * self.frames_per_latent  # a still source: hold the frame
+        if len(frames) != self.frames_per_latent:
+            raise ValueError(f"expected {self.frames_per_latent} source frame(s) per step, got {len(frames)}")
+        out = []
+        for f in frames:
+            if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+                raise ValueError("a source frame must be a uint8 numpy array of shape (H, W, 3)")
+            if min(f.shape[:2]) < 8:
+                raise ValueError(f"source frame {f.shape[1]}x{f.shape[0]} is too small")
+            if f.shape[:2] != (self.height, self.width):
+                f = cv2.resize(f, (self.width, self.height), interpolation=cv2.INTER_AREA)
+            out.append(torch.from_numpy(np.ascontiguousarray(f)))
+        x = torch.stack(out).to(self.device).permute(0, 3, 1, 2)[None]
+        return (x.to(self.dtype) / 127.5 - 1.0)
+
+    def _mask(self, source_latent: Tensor | None) -> tuple[Tensor, Tensor, np.ndarray, float]:
+        if source_latent is None or not self.lipar.enabled:
+            keep = np.ones(self.grid, dtype=bool)
+            return self.all_idx, self.all_idx[:0], keep, 1.0
+        result = self.mask.update(source_latent[0].float())
+        if self.previous_clean is None:  # nothing to restore from: compute everything
+            return self.all_idx, self.all_idx[:0], np.ones(self.grid, dtype=bool), 1.0
+        return result.keep_idx, result.pruned_idx, result.keep.cpu().numpy(), result.kept_ratio
+
+    def _text_kv(self) -> list:
+        p = self.prompt
+        if p.frames_left <= 0:
+            return p.kv
+        w = 1.0 - (p.frames_left - 1) / p.transition_frames  # reaches 1 on the last blended frame
+        p.frames_left -= 1
+        states = torch.lerp(p.previous, p.states, w)
+        return self.dit.text_kv(states)
+
+    def _current_states(self) -> Tensor:
+        p = self.prompt
+        if p.frames_left > 0:
+            w = 1.0 - p.frames_left / p.transition_frames
+            return torch.lerp(p.previous, p.states, w)
+        return p.states
+
+    def positions(self, t: int, idx: Tensor) -> Tensor:
+        """(K, 3) true (t, row, col) of flat token indices."""
+        rc = self.grid_pos[idx]
+        return torch.cat([torch.full_like(rc[:, :1], t), rc], dim=1)
+
+    def _recover(self, t: int, pruned_idx: Tensor, source: list[tuple[Tensor, Tensor]] | None) -> None:
+        """Fill the current slot's pruned positions: clean K/V of the last clean frame (noise-aware),
+        or the last frame's noisy K/V at the same step (`source`, the m-degree ablation)."""
+        cos, sin = self.dit.rope.cos_sin(self.positions(t, pruned_idx))
+        for layer in range(self.cfg.layers):
+            dst_k, dst_v, dst_k_pre = self.cache.slot(layer, self.cache.current_slot)
+            if source is None:
+                _, src_v, src_k_pre = self.cache.slot(layer, self.cache.previous_slot)
+            else:
+                src_k_pre, src_v = source[layer]
+            recover_kv(src_k_pre, src_v, dst_k, dst_v, dst_k_pre, pruned_idx, cos, sin)
+
+    def _denoise(
+        self, t: int, source_tokens: Tensor | None, keep_idx: Tensor, pruned_idx: Tensor, text_kv: list
+    ) -> Tensor:
+        """Denoise the kept tokens of frame t, restore the pruned ones, run the cache pass.
+        Returns the clean latent tokens of the whole frame (1, N, C*4)."""
+        schedule = self.cfg.t2v_schedule if source_tokens is None else self.cfg.v2v_schedule
+        sigmas = schedule.sigmas
+        noise = torch.randn(
+            (1, self.tokens, self.cfg.patch_dim), generator=self.noise, device=self.device, dtype=torch.float32
+        )
+        pruned = pruned_idx.numel() > 0
+        if source_tokens is None:
+            x = noise
+        else:
+            x = add_noise(source_tokens.float(), noise, sigmas[0])
+        x = x[:, keep_idx] if pruned else x
+        pos = self.positions(t, keep_idx)
+        mode = self.lipar.recovery
+        key_mask = None
+        if pruned:
+            self._recover(t, pruned_idx, None)
+            if mode == "none":
+                key_mask = key_padding_mask(
+                    self.cache.valid_tokens, self.cache.current_slot * self.tokens, pruned_idx
+                )
+        m_degree = pruned and mode == "m-degree" and len(self.noisy_kv) == len(sigmas)
+        step_attn = CacheAttention(self.cache, keep_idx, store_pre=mode == "m-degree", key_mask=key_mask)
+        noisy_kv = []
+        for i, (sigma, sigma_next) in enumerate(zip(sigmas, next_sigmas(sigmas))):
+            if m_degree:
+                self._recover(t, pruned_idx, self.noisy_kv[i])
+            timestep = torch.full((1, 1), sigma * 1000.0, device=self.device)
+            v = self.dit(x, pos, timestep, text_kv, step_attn)
+            x = euler_step(x, v.float(), sigma, sigma_next)
+            if mode == "m-degree":
+                noisy_kv.append(self._slot_snapshot())
+        self.noisy_kv = noisy_kv
+        clean = restore(x, keep_idx, self.previous_clean) if pruned else x
+        # cache pass: the clean frame's K/V (and K before RoPE) go into the cache for later frames
+        if m_degree:
+            self._recover(t, pruned_idx, None)
+        zero = torch.zeros((1, 1), device=self.device)
+        self.dit(x.to(self.dtype), pos, zero, text_kv, CacheAttention(self.cache, keep_idx, True, key_mask))
+        self.cache.commit()
+        self.previous_clean = clean
+        return clean
+
+    def _slot_snapshot(self) -> list[tuple[Tensor, Tensor]]:
+        out = []
+        for layer in range(self.cfg.layers):
+            _, v, k_pre = self.cache.slot(layer, self.cache.current_slot)
+            out.append((k_pre.clone(), v.clone()))
+        return out

@@ -1,0 +1,66 @@
+"""Server settings: one frozen dataclass, validated once, passed everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CODECS = ("h264", "vp8")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0 picks a free port (tests)
+    model: str = "tiny"
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    size: tuple[int, int] | None = None  # (height, width); None = the model's default size
+    random_weights: bool = False  # serve before trained weights exist (timing, demos of the plumbing)
+    max_viewers: int = 8
+    max_body_bytes: int = 64 * 1024  # an SDP offer is a few KB; anything larger is not an offer
+    target_fps: float = 30.0  # the generator never produces faster than this
+    bitrate: int | None = None  # bits/s; None = suited to the resolution (see video_bitrate)
+    prefer_codec: str = "h264"  # used when the browser offers it; VP8 is always the fallback
+    viewer_queue_frames: int = 2  # per-viewer frames waiting for the encoder; older ones are dropped
+    stats_hz: float = 4.0
+    max_prompt_chars: int = 2000
+    max_message_bytes: int = 16 * 1024  # data-channel messages larger than this are rejected unread
+    connect_timeout_s: float = 20.0  # a peer that has not connected by then frees its viewer slot
+    ice_loopback: bool = True  # offer 127.0.0.1 as a host candidate (machines with only loopback)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
+            raise ValueError(f"size must be (height, width) with positive values, got {self.size}")
+        if self.max_viewers < 1:
+            raise ValueError(f"max_viewers must be >= 1, got {self.max_viewers}")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if not self.target_fps > 0:
+            raise ValueError(f"target_fps must be > 0, got {self.target_fps}")
+        if self.bitrate is not None and self.bitrate < 100_000:
+            raise ValueError(f"bitrate must be >= 100000 bits/s or None, got {self.bitrate}")
+        if self.prefer_codec not in CODECS:
+            raise ValueError(f"prefer_codec must be one of {CODECS}, got {self.prefer_codec!r}")
+        if self.viewer_queue_frames < 1:
+            raise ValueError(f"viewer_queue_frames must be >= 1, got {self.viewer_queue_frames}")
+        if not self.stats_hz > 0:
+            raise ValueError(f"stats_hz must be > 0, got {self.stats_hz}")
+        if self.max_prompt_chars < 1:
+            raise ValueError(f"max_prompt_chars must be >= 1, got {self.max_prompt_chars}")
+        if self.max_message_bytes < self.max_prompt_chars:
+            raise ValueError(
+                f"max_message_bytes ({self.max_message_bytes}) must be >= max_prompt_chars "
+                f"({self.max_prompt_chars}) so a valid prompt fits in a message"
+            )
+        if not self.connect_timeout_s > 0:
+            raise ValueError(f"connect_timeout_s must be > 0, got {self.connect_timeout_s}")
+
+
+def video_bitrate(height: int, width: int, fps: float) -> int:
+    """A bitrate suited to generated video of this size: 0.3 bits per pixel, within [0.5, 8] Mbps.
+
+    Generated frames are full of fine texture that changes every frame, so they need more bits
+    than camera video of the same size; aiortc's own ceiling (1.5 Mbps VP8) blurs 832x480 output.
+    """
+    return int(min(max(0.3 * height * width * fps, 500_000), 8_000_000))
