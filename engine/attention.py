@@ -48,8 +48,8 @@ class SequenceAttention:
 class CacheAttention:
     """Queries of the current frame attend to the cache window and to the whole current frame.
 
-    The current tokens' K/V are written into the current slot at `write_idx` (flat token indices of
-    the frame) before attending, so no concatenation happens. Positions of the current slot that are
+    The current tokens' K/V are written into the cache at `write_idx` (positions along a layer's key
+    axis, `cache.token_index(cache.current_slot, idx)`) before attending, so nothing is concatenated. Positions of the current slot that are
     not computed here must already hold recovered K/V (LIPAR), or be excluded by `key_mask`.
     `store_pre` also writes K before RoPE: only the cache pass does, since only clean frames are
     sources for recovery.
@@ -68,11 +68,11 @@ class CacheAttention:
         self.key_mask = key_mask
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor, k_pre: Tensor) -> Tensor:
-        slot_k, slot_v, slot_k_pre = self.cache.slot(layer, self.cache.current_slot)
-        slot_k.index_copy_(1, self.write_idx, k)
-        slot_v.index_copy_(1, self.write_idx, v)
+        cache = self.cache
+        cache.k[layer].index_copy_(1, self.write_idx, k)
+        cache.v[layer].index_copy_(1, self.write_idx, v)
         if self.store_pre:
-            slot_k_pre.index_copy_(1, self.write_idx, k_pre)
+            cache.k_pre[layer].index_copy_(1, self.write_idx, k_pre)
         keys, values = self.cache.view(layer)
         return attention(q, keys, values, self.key_mask)
 

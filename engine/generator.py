@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.attention import CacheAttention
+from engine.backends import BACKENDS, CudaGraphRunner, EagerRunner
 from engine.checkpoint import WEIGHTS_DIR, load_state
 from engine.config import ModelConfig, get_config
 from engine.dit import CausalDiT, init_weights, patchify, unpatchify
@@ -72,6 +72,7 @@ class StreamingGenerator:
         size: tuple[int, int],
         lipar: LiparConfig,
         seed: int = 0,
+        backend: str = "auto",
     ) -> None:
         self.cfg = cfg
         self.device = device
@@ -87,6 +88,16 @@ class StreamingGenerator:
         self.seed = seed
         self.cache = RollingKVCache(
             cfg.layers, 1, self.tokens, cfg.heads, cfg.head_dim, cfg.window, device, self.dtype
+        )
+        if backend == "auto":
+            backend = "cudagraph" if device.type == "cuda" else "torch"
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if backend == "cudagraph" and device.type != "cuda":
+            raise ValueError("the cudagraph backend needs a CUDA device")
+        self.backend = backend
+        self.runner = CudaGraphRunner(self.dit, self.cache) if backend == "cudagraph" else EagerRunner(
+            self.dit, self.cache
         )
         rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
         self.grid_pos = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(device)  # (N, 2)
@@ -108,6 +119,7 @@ class StreamingGenerator:
         seed: int = 0,
         weights: str | Path | None = None,
         text_encoder_path: str | Path | None = None,
+        backend: str = "auto",
     ) -> StreamingGenerator:
         """Load a preset. Weights come from the repo (`engine/weights/<name>/`) or `weights`, a local
         folder holding dit.safetensors (and vae.safetensors). Nothing is ever downloaded; random
@@ -132,7 +144,7 @@ class StreamingGenerator:
             else:
                 log.warning("no vae.safetensors in %s: the VAE has random weights", folder)
         text = build_text_encoder(cfg, path=text_encoder_path, random=random_weights and cfg.text_encoder != "minilm")
-        return cls(cfg, dit, vae, text, dev, size, lipar or LiparConfig(), seed)
+        return cls(cfg, dit, vae, text, dev, size, lipar or LiparConfig(), seed, backend)
 
     # ------------------------------------------------------------------ controls
     def set_prompt(self, text: str, transition_frames: int = 0) -> None:
@@ -154,7 +166,7 @@ class StreamingGenerator:
         self.mask.reset()
         self.vae.reset()
         self.previous_clean: Tensor | None = None  # (1, N, D) tokens of the last clean latent
-        self.noisy_kv: list[tuple[Tensor, Tensor]] = []  # m-degree ablation: last frame's per-step K/V
+        self.noisy_kv: list[tuple[Tensor, Tensor]] = []  # (k_pre, v) per step, all layers  # m-degree ablation: last frame's per-step K/V
         self.noise = torch.Generator(device=self.device).manual_seed(self.seed)
         self.last_mode: str | None = None
 
@@ -180,7 +192,7 @@ class StreamingGenerator:
         with timer("mask"):
             keep_idx, pruned_idx, keep_grid, kept_ratio = self._mask(source_latent if source is not None else None)
         with timer("dit"):
-            clean = self._denoise(t, source_tokens, keep_idx, pruned_idx, self._text_kv())
+            clean = self.denoise(t, source_tokens, keep_idx, pruned_idx, self._text_kv())
         with timer("decode"):
             video = self.vae.decode_step(unpatchify(clean, self.latent_h, self.latent_w).to(self.dtype))
             frames_out = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -247,23 +259,22 @@ class StreamingGenerator:
         rc = self.grid_pos[idx]
         return torch.cat([torch.full_like(rc[:, :1], t), rc], dim=1)
 
-    def _recover(self, t: int, pruned_idx: Tensor, source: list[tuple[Tensor, Tensor]] | None) -> None:
-        """Fill the current slot's pruned positions: clean K/V of the last clean frame (noise-aware),
-        or the last frame's noisy K/V at the same step (`source`, the m-degree ablation)."""
+    def _recover(self, t: int, pruned_idx: Tensor, source: tuple[Tensor, Tensor] | None) -> None:
+        """Fill the current slot's pruned positions, all layers in one call: the clean K/V of the last
+        clean frame (noise-aware), or the last frame's noisy K/V at the same step (`source`, m-degree)."""
         cos, sin = self.dit.rope.cos_sin(self.positions(t, pruned_idx))
-        for layer in range(self.cfg.layers):
-            dst_k, dst_v, dst_k_pre = self.cache.slot(layer, self.cache.current_slot)
-            if source is None:
-                _, src_v, src_k_pre = self.cache.slot(layer, self.cache.previous_slot)
-            else:
-                src_k_pre, src_v = source[layer]
-            recover_kv(src_k_pre, src_v, dst_k, dst_v, dst_k_pre, pruned_idx, cos, sin)
+        dst_k, dst_v, dst_k_pre = self.cache.frame(self.cache.current_slot)
+        if source is None:
+            _, src_v, src_k_pre = self.cache.frame(self.cache.previous_slot)
+        else:
+            src_k_pre, src_v = source
+        recover_kv(src_k_pre, src_v, dst_k, dst_v, dst_k_pre, pruned_idx, cos, sin)
 
-    def _denoise(
+    def denoise(
         self, t: int, source_tokens: Tensor | None, keep_idx: Tensor, pruned_idx: Tensor, text_kv: list
     ) -> Tensor:
-        """Denoise the kept tokens of frame t, restore the pruned ones, run the cache pass.
-        Returns the clean latent tokens of the whole frame (1, N, C*4)."""
+        """Denoise the kept tokens of frame t (its cache slot already opened), restore the pruned ones
+        from the previous clean latent, run the cache pass. Returns the clean tokens (1, N, C*4)."""
         schedule = self.cfg.t2v_schedule if source_tokens is None else self.cfg.v2v_schedule
         sigmas = schedule.sigmas
         noise = torch.randn(
@@ -285,13 +296,13 @@ class StreamingGenerator:
                     self.cache.valid_tokens, self.cache.current_slot * self.tokens, pruned_idx
                 )
         m_degree = pruned and mode == "m-degree" and len(self.noisy_kv) == len(sigmas)
-        step_attn = CacheAttention(self.cache, keep_idx, store_pre=mode == "m-degree", key_mask=key_mask)
+        write_idx = self.cache.token_index(self.cache.current_slot, keep_idx)
         noisy_kv = []
         for i, (sigma, sigma_next) in enumerate(zip(sigmas, next_sigmas(sigmas))):
             if m_degree:
                 self._recover(t, pruned_idx, self.noisy_kv[i])
             timestep = torch.full((1, 1), sigma * 1000.0, device=self.device)
-            v = self.dit(x, pos, timestep, text_kv, step_attn)
+            v = self.runner(x.to(self.dtype), pos, timestep, text_kv, write_idx, mode == "m-degree", key_mask)
             x = euler_step(x, v.float(), sigma, sigma_next)
             if mode == "m-degree":
                 noisy_kv.append(self._slot_snapshot())
@@ -301,14 +312,11 @@ class StreamingGenerator:
         if m_degree:
             self._recover(t, pruned_idx, None)
         zero = torch.zeros((1, 1), device=self.device)
-        self.dit(x.to(self.dtype), pos, zero, text_kv, CacheAttention(self.cache, keep_idx, True, key_mask))
+        self.runner(x.to(self.dtype), pos, zero, text_kv, write_idx, True, key_mask)
         self.cache.commit()
         self.previous_clean = clean
         return clean
 
-    def _slot_snapshot(self) -> list[tuple[Tensor, Tensor]]:
-        out = []
-        for layer in range(self.cfg.layers):
-            _, v, k_pre = self.cache.slot(layer, self.cache.current_slot)
-            out.append((k_pre.clone(), v.clone()))
-        return out
+    def _slot_snapshot(self) -> tuple[Tensor, Tensor]:
+        _, v, k_pre = self.cache.frame(self.cache.current_slot)
+        return k_pre.clone(), v.clone()

@@ -65,11 +65,15 @@ class RollingKVCache:
         """Clean frames the current frame attends to."""
         return min(self.frames, self.window.slots - 1)
 
-    def slot(self, layer: int, slot: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(k, v, k_pre) of one frame slot, each (B, N, H, D), as writable views."""
+    def frame(self, slot: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(k, v, k_pre) of one frame slot for all layers, each (layers * B, N, H, D), writable views."""
         n = self.tokens_per_frame
         s = slice(slot * n, (slot + 1) * n)
-        return self.k[layer, :, s], self.v[layer, :, s], self.k_pre[layer, :, s]
+        return tuple(t[:, :, s].flatten(0, 1) for t in (self.k, self.v, self.k_pre))
+
+    def token_index(self, slot: int, idx: Tensor) -> Tensor:
+        """Flat token indices of a frame -> indices along a layer's key axis (L) in that slot."""
+        return idx + slot * self.tokens_per_frame
 
     def view(self, layer: int) -> tuple[Tensor, Tensor]:
         """Valid keys and values of one layer, each (B, L, H, D), as views (no copy)."""

@@ -20,13 +20,15 @@ class Rope3D:
             1.0 / theta ** (torch.arange(0, 2 * n, 2, dtype=torch.float64) / (2 * n)) for n in split
         ]
         self.head_dim = head_dim
+        self._on_device: dict[torch.device, list[torch.Tensor]] = {}  # no host copies inside CUDA graphs
 
     def cos_sin(self, pos: Tensor) -> tuple[Tensor, Tensor]:
         """pos (N, 3) integer (t, h, w) -> cos, sin each (N, head_dim/2) float32 on pos.device."""
+        if pos.device not in self._on_device:
+            self._on_device[pos.device] = [f.to(pos.device) for f in self.inv_freq]
+        inv_freq = self._on_device[pos.device]
         pos = pos.to(torch.float64)
-        angles = torch.cat(
-            [pos[:, axis, None] * f.to(pos.device)[None, :] for axis, f in enumerate(self.inv_freq)], dim=1
-        )
+        angles = torch.cat([pos[:, axis, None] * f[None, :] for axis, f in enumerate(inv_freq)], dim=1)
         return torch.cos(angles).float(), torch.sin(angles).float()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lipar.config import LiparConfig
+
 CODECS = ("h264", "vp8")
 
 
@@ -14,7 +16,10 @@ class ServerConfig:
     model: str = "tiny"
     device: str = "auto"  # "auto" = cuda when available, else cpu
     size: tuple[int, int] | None = None  # (height, width); None = the model's default size
+    weights: str | None = None  # local checkpoint folder; None = the repo's engine/weights/<model>
     random_weights: bool = False  # serve before trained weights exist (timing, demos of the plumbing)
+    lipar: LiparConfig | None = None  # None = the generator's default (on, model-calibrated thresholds)
+    prompt: str = "a red ball bouncing right over a plain white background"  # plays until a viewer types one
     max_viewers: int = 8
     max_body_bytes: int = 64 * 1024  # an SDP offer is a few KB; anything larger is not an offer
     target_fps: float = 30.0  # the generator never produces faster than this
@@ -30,6 +35,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if not self.prompt.strip():
+            raise ValueError("prompt (the initial prompt) must not be empty")
         if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
             raise ValueError(f"size must be (height, width) with positive values, got {self.size}")
         if self.max_viewers < 1:

@@ -9,7 +9,7 @@ def make_cache(sinks=1, m=3, n=2):
 
 
 def write_frame(cache, value):
-    k, v, k_pre = cache.slot(0, cache.append())
+    k, v, k_pre = cache.frame(cache.append())
     for t in (k, v, k_pre):
         t.fill_(value)
     cache.commit()

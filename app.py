@@ -1,0 +1,137 @@
+"""Command line: generate | serve | bench | build-engines. Logic lives in the packages."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from engine.config import CONFIGS
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like HEIGHTxWIDTH (e.g. 128x128), got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def parse_taus(text: str) -> tuple[float, float | None]:
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lipar-tau takes SHORT or SHORT,LONG numbers, got {text!r}") from None
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"--lipar-tau takes SHORT or SHORT,LONG, got {text!r}")
+    return parts[0], (parts[1] if len(parts) == 2 else None)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help=f"one of: {', '.join(CONFIGS)}")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--size", type=parse_size, default=None, help="HEIGHTxWIDTH (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", default=None, help="local checkpoint folder (dit.safetensors, vae.safetensors)")
+    p.add_argument("--random-weights", action="store_true", help="random weights (timing only)")
+    p.add_argument("--no-lipar", action="store_true", help="turn LIPAR pruning off")
+    p.add_argument("--lipar-tau", type=parse_taus, default=None, metavar="SHORT[,LONG]")
+
+
+def lipar_from_args(args: argparse.Namespace):
+    from lipar.config import LiparConfig
+
+    short, long = args.lipar_tau if args.lipar_tau else (None, None)
+    return LiparConfig(enabled=not args.no_lipar, tau_short=short, tau_long=long)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from engine.cli_jobs import generate_video
+
+    generate_video(
+        model=args.model, prompt=args.prompt, frames=args.frames, out=Path(args.out), source=args.source,
+        device=args.device, seed=args.seed, size=args.size, weights=args.weights,
+        random_weights=args.random_weights, lipar=lipar_from_args(args), fps=args.fps,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from stream.server import ServerConfig, serve
+
+    serve(ServerConfig(host=args.host, port=args.port, model=args.model, device=args.device,
+                       random_weights=args.random_weights))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from engine.bench import BenchConfig, run_bench
+
+    run_bench(BenchConfig(
+        model=args.model, device=args.device, size=args.size, seed=args.seed, weights=args.weights,
+        random_weights=args.random_weights, source=args.source, frames=args.frames, warmup=args.warmup,
+        target_fps=args.target_fps, sweep_keep=args.sweep_keep, backend=args.backend, out=Path(args.out),
+        lipar=lipar_from_args(args), command=" ".join(["python", "app.py", *sys.argv[1:]]),
+    ))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="app.py", description="Real-time streaming video generator with LIPAR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a generated (or restyled) video to an MP4 file")
+    add_model_args(g)
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--frames", type=positive_int, default=48, help="video frames to write")
+    g.add_argument("--out", required=True, help="output .mp4")
+    g.add_argument("--source", default=None, help="video to restyle (video-to-video); omit for text-to-video")
+    g.add_argument("--fps", type=positive_int, default=16)
+    g.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("serve", help="serve the live preview page over WebRTC")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--model", default="tiny")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--random-weights", action="store_true")
+    s.set_defaults(func=cmd_serve)
+
+    b = sub.add_parser("bench", help="latency/throughput of baseline vs LIPAR in one process")
+    add_model_args(b)
+    b.add_argument("--source", default=None, help="source clip (default: a procedural clip)")
+    b.add_argument("--frames", type=positive_int, default=64, help="latent frames timed per run")
+    b.add_argument("--warmup", type=int, default=8, help="latent frames run before timing")
+    b.add_argument("--target-fps", type=float, default=None, help="deadline for the miss rate (video fps)")
+    b.add_argument("--sweep-keep", action="store_true", help="also sweep synthetic kept ratios 100/75/50/25%%")
+    b.add_argument("--backend", default="auto", help="torch | cudagraph | auto")
+    b.add_argument("--out", default="benchmarks/results/bench", help="output folder")
+    b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

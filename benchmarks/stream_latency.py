@@ -1,0 +1,278 @@
+"""Stream latency and fan-out: generated frame -> decoded frame over WebRTC on loopback.
+
+The real server runs in this process (its own thread and loop); aiortc viewers connect to it
+on 127.0.0.1. Each generated frame gets its number painted as a row of black/white blocks
+and its generation time recorded; a viewer reads the number back from the decoded frame, so
+latency = decode time - generation time on one clock, through the real encoder, RTP, jitter
+buffer and decoder. Phases: 1 viewer, then N viewers (the generator's fps is compared), then
+headless Chromium as the viewer where /usr/bin/chromium exists.
+
+aiortc's receiver hands a frame to its decoder only when the next frame's first packet
+arrives, so the aiortc numbers include about one frame interval that a browser does not add;
+Chromium's numbers (requestVideoFrameCallback presentation time, read on the same wall clock)
+are the ones a person sees.
+
+    python benchmarks/stream_latency.py                       # tiny, 128x128, CPU or GPU
+    python benchmarks/stream_latency.py --device cuda --target-fps 1000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.checkpoint import WEIGHTS_DIR
+from stream.browser import CHROMIUM, CHROMIUM_FLAGS
+from stream.client import StreamClient
+from stream.config import ServerConfig
+from stream.server import BackgroundServer, load_generator
+
+BITS = 16  # frame numbers modulo 2**16 fit in one row of blocks
+
+
+class StampedGenerator:
+    """The real generator, with each output frame's number painted on it and its time recorded."""
+
+    def __init__(self, generator: Any) -> None:
+        self._gen = generator
+        self._next = 0
+        self._lock = threading.Lock()
+        self._generated: dict[int, tuple[float, float]] = {}  # code -> (monotonic, wall) when step() returned
+
+    def generated(self, code: int) -> float | None:
+        """time.monotonic() at which the frame with this code was generated."""
+        with self._lock:
+            return self._generated.get(code, (None, None))[0]
+
+    def generated_wall(self, code: int) -> float | None:
+        """time.time() at which the frame with this code was generated (for clocks in other processes)."""
+        with self._lock:
+            return self._generated.get(code, (None, None))[1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gen, name)
+
+    def step(self, source: Any = None) -> Any:
+        out = self._gen.step(source)
+        now = (time.monotonic(), time.time())
+        for frame in out.frames:
+            code = self._next % (1 << BITS)
+            paint_code(frame, code)
+            with self._lock:
+                self._generated[code] = now
+            self._next += 1
+        return out
+
+
+def block_size(width: int) -> int:
+    return width // BITS
+
+
+def paint_code(frame: np.ndarray, code: int) -> None:
+    """Top row of BITS square blocks, white = 1, most significant bit first. In place."""
+    b = block_size(frame.shape[1])
+    for i in range(BITS):
+        frame[:b, i * b : (i + 1) * b] = 255 if (code >> (BITS - 1 - i)) & 1 else 0
+
+
+def read_code(frame: np.ndarray) -> int:
+    b = block_size(frame.shape[1])
+    q = max(1, b // 4)  # block centres only: codec ringing lives at the edges
+    code = 0
+    for i in range(BITS):
+        centre = frame[q : b - q, i * b + q : (i + 1) * b - q].mean()
+        code = (code << 1) | int(centre > 127)
+    return code
+
+
+async def watch(viewer: StreamClient, stop: asyncio.Event, stamps: StampedGenerator, out: list[float]) -> int:
+    """Collect latencies (ms) until `stop`; returns how many frames carried an unknown code."""
+    unknown = 0
+    while not stop.is_set():
+        try:
+            frame = await viewer.next_frame(timeout=0.5)
+        except TimeoutError:
+            continue
+        generated = stamps.generated(read_code(frame.image))
+        if generated is None or frame.received_at < generated:
+            unknown += 1
+        else:
+            out.append((frame.received_at - generated) * 1e3)
+    return unknown
+
+
+async def phase(srv: BackgroundServer, stamps: StampedGenerator, viewers: int, warmup: float, seconds: float) -> dict:
+    metrics = srv.server.metrics.registry
+    clients = [StreamClient(srv.url) for _ in range(viewers)]
+    try:
+        for c in clients:
+            await c.connect()
+        await asyncio.sleep(warmup)  # bitrate ramp-up, first keyframes, allocator warm-up
+        for c in clients:
+            c.drain()
+        stop = asyncio.Event()
+        latencies: list[list[float]] = [[] for _ in clients]
+        tasks = [asyncio.ensure_future(watch(c, stop, stamps, lat)) for c, lat in zip(clients, latencies, strict=True)]
+        frames0, t0 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
+        await asyncio.sleep(seconds)
+        frames1, t1 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
+        stop.set()
+        unknown = sum(await asyncio.gather(*tasks))
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    return {
+        "viewers": viewers,
+        "client": "aiortc",
+        "generator_fps": round((frames1 - frames0) / (t1 - t0), 2),
+        "frames_decoded_per_viewer": [len(lat) for lat in latencies],
+        "frames_with_unreadable_code": unknown,
+        "latency_ms": summary([x for lat in latencies for x in lat]),
+    }
+
+
+def summary(latencies_ms: list[float]) -> dict:
+    a = np.asarray(latencies_ms)
+    if a.size == 0:
+        return {"n": 0}
+    pct = {f"p{q}": round(float(np.percentile(a, q)), 1) for q in (50, 95)}
+    return {**pct, "max": round(float(a.max()), 1), "n": int(a.size)}
+
+
+# Reads the painted code of every frame Chromium presents, with the presentation time on the wall clock.
+_PAGE_PROBE = """BITS => {
+  window.__samples = [];
+  const video = document.getElementById('video');
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const onFrame = (now, meta) => {
+    canvas.width = meta.width;
+    canvas.height = meta.height;
+    ctx.drawImage(video, 0, 0);
+    const b = Math.floor(meta.width / BITS), q = Math.max(1, b >> 2);
+    const px = ctx.getImageData(0, 0, meta.width, b).data;
+    let code = 0;
+    for (let i = 0; i < BITS; i++) {
+      let sum = 0, n = 0;
+      for (let y = q; y < b - q; y++) {
+        for (let x = i * b + q; x < (i + 1) * b - q; x++) {
+          const k = (y * meta.width + x) * 4;
+          sum += (px[k] + px[k + 1] + px[k + 2]) / 3;
+          n++;
+        }
+      }
+      code = (code << 1) | (sum / n > 127 ? 1 : 0);
+    }
+    window.__samples.push([code, performance.timeOrigin + meta.presentationTime]);
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}"""
+
+
+def chromium_phase(srv: BackgroundServer, stamps: StampedGenerator, warmup: float, seconds: float) -> dict | None:
+    if not CHROMIUM.exists():
+        return None
+    from playwright.sync_api import sync_playwright
+
+    metrics = srv.server.metrics.registry
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS))
+        page = browser.new_page()
+        page.goto(srv.url)
+        page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+        time.sleep(warmup)
+        page.evaluate(_PAGE_PROBE, BITS)
+        frames0, t0 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
+        time.sleep(seconds)
+        frames1, t1 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
+        samples = page.evaluate("window.__samples")
+        browser.close()
+    latencies, unknown = [], 0
+    for code, presented_ms in samples:
+        generated = stamps.generated_wall(code)
+        if generated is None or presented_ms / 1e3 < generated:
+            unknown += 1
+        else:
+            latencies.append(presented_ms - generated * 1e3)
+    return {
+        "viewers": 1,
+        "client": f"headless Chromium ({CHROMIUM}), presentation time",
+        "generator_fps": round((frames1 - frames0) / (t1 - t0), 2),
+        "frames_presented": len(samples),
+        "frames_with_unreadable_code": unknown,
+        "latency_ms": summary(latencies),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=128, help="square frame size in pixels")
+    p.add_argument("--viewers", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase")
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--target-fps", type=float, default=30.0, help="the server's cap (1000 = uncapped)")
+    p.add_argument("--codec", choices=("h264", "vp8"), default="vp8", help="VP8: what Debian's Chromium gets")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stream_latency.json")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    trained = (WEIGHTS_DIR / args.model / "dit.safetensors").is_file()
+    config = ServerConfig(
+        port=0,
+        model=args.model,
+        device=args.device,
+        size=(args.size, args.size),
+        random_weights=not trained,
+        target_fps=args.target_fps,
+        prefer_codec=args.codec,
+        max_viewers=args.viewers,
+    )
+    stamps = StampedGenerator(load_generator(config))
+    with BackgroundServer(config, stamps) as srv:
+        one = asyncio.run(phase(srv, stamps, 1, args.warmup, args.seconds))
+        many = asyncio.run(phase(srv, stamps, args.viewers, args.warmup, args.seconds))
+        browser = chromium_phase(srv, stamps, args.warmup, args.seconds)
+
+    import torch
+
+    ratio = many["generator_fps"] / one["generator_fps"]
+    result = {
+        "what": "generated frame -> decoded frame over WebRTC on 127.0.0.1, aiortc viewers in-process",
+        "model": args.model,
+        "size": [args.size, args.size],
+        "device": str(stamps.device),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() and stamps.device.type == "cuda" else None,
+        "cpu_cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "random_weights": not trained,
+        "codec": args.codec,
+        "target_fps": args.target_fps,
+        "seconds_per_phase": args.seconds,
+        "phases": [one, many] + ([browser] if browser else []),
+        "fps_ratio_many_vs_one": round(ratio, 3),
+        "targets": {
+            # judged on what a person sees (Chromium) where it ran, else on the aiortc upper bound
+            "latency_p95_ms_le_150": (browser or one)["latency_ms"].get("p95", float("inf")) <= 150,
+            "fps_within_5_percent": abs(ratio - 1) <= 0.05,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

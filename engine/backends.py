@@ -1,0 +1,132 @@
+"""How one DiT forward over the current frame's tokens is executed: eagerly, or replayed from CUDA graphs.
+
+Both runners take the same call: tokens x (1, K, D), positions (K, 3), a timestep, the prompt's
+cross-attention K/V, where the tokens' K/V go in the cache (`write_idx`), whether K before RoPE is
+stored (the cache pass), and an optional key mask (the `none` ablation).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from engine.attention import CacheAttention
+from engine.dit import CausalDiT
+from engine.kv_cache import RollingKVCache
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "cudagraph")
+
+
+class EagerRunner:
+    def __init__(self, dit: CausalDiT, cache: RollingKVCache) -> None:
+        self.dit, self.cache = dit, cache
+
+    def __call__(
+        self, x: Tensor, pos: Tensor, timestep: Tensor, text_kv: list, write_idx: Tensor, store_pre: bool,
+        key_mask: Tensor | None = None,
+    ) -> Tensor:
+        return self.dit(x, pos, timestep, text_kv, CacheAttention(self.cache, write_idx, store_pre, key_mask))
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    x: Tensor  # (1, size, D)
+    pos: Tensor  # (size, 3)
+    timestep: Tensor  # (1, 1)
+    write_idx: Tensor  # (size,)
+    out: Tensor  # (1, size, D)
+
+
+class CudaGraphRunner:
+    """Replays one CUDA graph per (kept-token bucket, cache pass or not).
+
+    Kept counts are rounded up to buckets of 1/`buckets` of a frame. Padding repeats the last kept
+    token with its own position and cache index, so padded rows compute the same K/V as that token
+    and write the same values to the same place: the cache and the other tokens' attention are
+    untouched, and no mask is needed. Graphs are captured lazily once the window is full (before
+    that the number of valid keys still grows and those few frames run eagerly).
+    """
+
+    def __init__(self, dit: CausalDiT, cache: RollingKVCache, buckets: int = 16) -> None:
+        self.eager = EagerRunner(dit, cache)
+        self.dit, self.cache = dit, cache
+        n = cache.tokens_per_frame
+        self.sizes = sorted({math.ceil(n * i / buckets) for i in range(1, buckets + 1)})
+        self.graphs: dict[tuple[int, bool], _Graph] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+        self.text_kv: list[tuple[Tensor, Tensor]] | None = None
+        self._text_source: list | None = None
+
+    def bucket(self, count: int) -> int:
+        return next(s for s in self.sizes if s >= count)
+
+    def __call__(
+        self, x: Tensor, pos: Tensor, timestep: Tensor, text_kv: list, write_idx: Tensor, store_pre: bool,
+        key_mask: Tensor | None = None,
+    ) -> Tensor:
+        window_full = self.cache.frames + 1 >= self.cache.window.slots
+        if key_mask is not None or not window_full:
+            return self.eager(x, pos, timestep, text_kv, write_idx, store_pre, key_mask)
+        self._load_text(text_kv)
+        k = x.shape[1]
+        size = self.bucket(k)
+        entry = self.graphs.get((size, store_pre))
+        fresh = entry is None
+        if fresh:
+            entry = self._buffers(size, x, pos)
+        entry.x[:, :k].copy_(x)
+        entry.x[:, k:].copy_(x[:, -1:].expand(-1, size - k, -1))
+        entry.pos[:k].copy_(pos)
+        entry.pos[k:].copy_(pos[-1:].expand(size - k, -1))
+        entry.write_idx[:k].copy_(write_idx)
+        entry.write_idx[k:].copy_(write_idx[-1:].expand(size - k))
+        entry.timestep.copy_(timestep)
+        if fresh:
+            self._capture(entry, store_pre)
+            self.graphs[(size, store_pre)] = entry
+        entry.graph.replay()
+        return entry.out[:, :k]
+
+    def _load_text(self, text_kv: list) -> None:
+        if text_kv is self._text_source:
+            return
+        if self.text_kv is None:
+            self.text_kv = [(k.clone(), v.clone()) for k, v in text_kv]
+        else:
+            for (sk, sv), (k, v) in zip(self.text_kv, text_kv):
+                sk.copy_(k)
+                sv.copy_(v)
+        self._text_source = text_kv
+
+    def _buffers(self, size: int, x: Tensor, pos: Tensor) -> _Graph:
+        dev = x.device
+        return _Graph(
+            graph=torch.cuda.CUDAGraph(),
+            x=torch.empty((1, size, x.shape[2]), device=dev, dtype=x.dtype),
+            pos=torch.empty((size, 3), device=dev, dtype=pos.dtype),
+            timestep=torch.empty((1, 1), device=dev),
+            write_idx=torch.empty((size,), device=dev, dtype=torch.long),
+            out=torch.empty(0, device=dev),
+        )
+
+    def _capture(self, e: _Graph, store_pre: bool) -> None:
+        def run() -> Tensor:
+            return self.eager(e.x, e.pos, e.timestep, self.text_kv, e.write_idx, store_pre)
+
+        # warm-up on a side stream (required before capture); it writes the same K/V the replay will
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(e.graph, pool=self.pool):
+            e.out = run()
+        log.info("captured CUDA graph: %d tokens, cache pass %s", e.x.shape[1], store_pre)

@@ -1,0 +1,263 @@
+"""`app.py bench`: baseline (LIPAR off) and LIPAR on the same source and seed, in one process.
+
+Each variant runs the clip twice: an untimed pass (CUDA graphs for every kept-count bucket get
+captured there), then the timed pass from a reset. Latency is wall clock around `step()`, which
+ends by copying the frames to the host, so every frame is complete when its time is taken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engine.dit import patchify
+from engine.generator import StreamingGenerator
+from engine.video_io import read_frames
+from lipar.config import LiparConfig
+
+log = logging.getLogger(__name__)
+
+PROMPT = "a red ball moving right over a brick wall"
+SWEEP = (1.0, 0.75, 0.5, 0.25)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = "tiny"
+    device: str = "auto"
+    size: tuple[int, int] | None = None
+    seed: int = 0
+    weights: str | None = None
+    random_weights: bool = False
+    source: str | None = None
+    frames: int = 64  # timed latent frames per variant
+    warmup: int = 8  # latent frames before timing starts (the window fills up)
+    target_fps: float | None = None
+    sweep_keep: bool = False
+    backend: str = "auto"
+    out: Path = Path("benchmarks/results/bench")
+    lipar: LiparConfig = LiparConfig()
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        if self.frames < 2:
+            raise ValueError(f"--frames must be at least 2, got {self.frames}")
+        if self.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.target_fps is not None and self.target_fps <= 0:
+            raise ValueError(f"--target-fps must be > 0, got {self.target_fps}")
+
+
+def synthetic_clip(height: int, width: int, count: int, seed: int = 0) -> list[np.ndarray]:
+    """A static textured background with a disc crossing it: static regions for LIPAR to prune."""
+    rng = np.random.default_rng(seed)
+    import cv2
+
+    coarse = rng.uniform(40, 215, size=(max(height // 32, 2), max(width // 32, 2), 3)).astype(np.float32)
+    background = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[0:height, 0:width]
+    radius = max(min(height, width) // 8, 2)
+    frames = []
+    for i in range(count):
+        cx = radius + (i * max(width // 48, 1)) % max(width - 2 * radius, 1)
+        cy = height // 2 + int(radius * np.sin(i / 5))
+        frame = background.copy()
+        frame[(yy - cy) ** 2 + (xx - cx) ** 2 < radius**2] = (220, 40, 40)
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return frames
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _chunks(frames: list[np.ndarray], per: int) -> list[list[np.ndarray]]:
+    return [frames[i * per : (i + 1) * per] for i in range(len(frames) // per)]
+
+
+def run_variant(gen: StreamingGenerator, chunks: list, lipar: LiparConfig, warmup: int, budget_ms: float | None,
+                label: str) -> tuple[dict, list[np.ndarray]]:
+    gen.set_lipar(lipar)
+    for timed in (False, True):  # the untimed pass captures every CUDA graph this variant needs
+        gen.reset()
+        gen.set_prompt(PROMPT)
+        if gen.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        latencies, stages, kept, outputs = [], [], [], []
+        ttff = None
+        desc = f"{label} ({'timed' if timed else 'capture'})"
+        for i, chunk in enumerate(tqdm(chunks, desc=desc, unit="latent frame", leave=False)):
+            _sync(gen.device)
+            start = time.perf_counter()
+            out = gen.step(chunk)
+            ms = (time.perf_counter() - start) * 1000.0
+            if i == 0:
+                ttff = ms
+            if i >= warmup:
+                latencies.append(ms)
+                stages.append(out.stats["stages_ms"])
+                kept.append(out.stats["kept_ratio"])
+                outputs.extend(out.frames)
+    lat = np.array(latencies)
+    result = {
+        "fps": gen.frames_per_latent * len(lat) / (lat.sum() / 1000.0),
+        "latency_ms_p50": float(np.percentile(lat, 50)),
+        "latency_ms_p95": float(np.percentile(lat, 95)),
+        "latency_ms_p99": float(np.percentile(lat, 99)),
+        "ttff_ms": ttff,
+        "kept_ratio_mean": float(np.mean(kept)),
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if gen.device.type == "cuda" else None,
+        "stages_ms": {k: float(np.mean([s.get(k, 0.0) for s in stages])) for k in stages[0]},
+        "deadline_miss_rate": float(np.mean(lat > budget_ms)) if budget_ms else None,
+        "latency_ms": [float(v) for v in lat],
+    }
+    return result, outputs
+
+
+def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 20) -> list[dict]:
+    """DiT time per latent frame (denoising steps + recovery + cache pass) at forced kept ratios."""
+    gen.set_lipar(LiparConfig(enabled=False))
+    gen.reset()
+    gen.set_prompt(PROMPT)
+    with torch.inference_mode():
+        for _ in range(gen.cfg.window.slots + 1):  # fill the window: steady state
+            gen.step(chunk)
+        tokens = patchify(gen.vae.encode_step(gen._source_tensor(chunk)))
+        text_kv = gen.prompt.kv
+        rng = torch.Generator().manual_seed(0)
+        rows = []
+        for ratio in SWEEP:
+            order = torch.randperm(gen.tokens, generator=rng).to(gen.device)
+            count = max(1, round(ratio * gen.tokens))
+            keep, pruned = order[:count].sort().values, order[count:].sort().values
+            times = []
+            for r in range(repeats + 3):
+                _sync(gen.device)
+                start = time.perf_counter()
+                t = gen.cache.frames
+                gen.cache.append()
+                gen.denoise(t, tokens, keep, pruned, text_kv)
+                _sync(gen.device)
+                if r >= 3:  # the first repeats capture this bucket's graphs
+                    times.append((time.perf_counter() - start) * 1000.0)
+            rows.append({"kept": ratio, "ms": float(np.median(times)), "ms_p95": float(np.percentile(times, 95))})
+    for row in rows:
+        row["speedup"] = rows[0]["ms"] / row["ms"]
+        row["ideal"] = 1.0 / row["kept"]
+        row["fraction_of_ideal"] = row["speedup"] / row["ideal"]
+    return rows
+
+
+def card_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    gen = StreamingGenerator.from_pretrained(
+        cfg.model, device=cfg.device, random_weights=cfg.random_weights, size=cfg.size, seed=cfg.seed,
+        weights=cfg.weights, backend=cfg.backend,
+    )
+    per = gen.frames_per_latent
+    need = (cfg.warmup + cfg.frames) * per
+    if cfg.source:
+        frames = list(read_frames(cfg.source, limit=need))
+        if len(frames) < need:
+            raise ValueError(f"source {cfg.source} has {len(frames)} frames; --warmup + --frames need {need}")
+    else:
+        frames = synthetic_clip(gen.height, gen.width, need, cfg.seed)
+    chunks = _chunks(frames, per)
+    budget = per / cfg.target_fps * 1000.0 if cfg.target_fps else None
+    lipar_on = replace(cfg.lipar, enabled=True)
+    baseline, base_frames = run_variant(gen, chunks, replace(cfg.lipar, enabled=False), cfg.warmup, budget, "baseline")
+    pruned, lipar_frames = run_variant(gen, chunks, lipar_on, cfg.warmup, budget, "lipar")
+    baseline["psnr_vs_baseline"] = float("inf")
+    pruned["psnr_vs_baseline"] = float(np.mean([psnr(a, b) for a, b in zip(lipar_frames, base_frames)]))
+    result = {
+        "model": cfg.model,
+        "size": f"{gen.height}x{gen.width}",
+        "card": card_name(gen.device),
+        "torch": torch.__version__,
+        "backend": gen.backend,
+        "command": cfg.command,
+        "frames_timed": cfg.frames,
+        "frames_per_latent": per,
+        "denoising_steps_v2v": len(gen.cfg.v2v_schedule.sigmas),
+        "window": {"sinks": gen.cfg.window.sinks, "m": gen.cfg.window.m},
+        "runs": {"baseline": baseline, "lipar": pruned},
+        "sweep": sweep_keep(gen, chunks[0]) if cfg.sweep_keep else [],
+    }
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "bench.json").write_text(json.dumps(result, indent=1, default=float))
+    plot_bench(result, cfg.out)
+    print_table(result)
+    return result
+
+
+def plot_bench(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if result["sweep"] else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    ax = axes[0, 0]
+    for name, run in result["runs"].items():
+        ax.plot(run["latency_ms"], label=f"{name} (p50 {run['latency_ms_p50']:.1f} ms)", lw=1)
+    ax.set(xlabel="latent frame", ylabel="latency (ms)", title=f"{result['model']} {result['size']} on {result['card']}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if result["sweep"]:
+        ax = axes[0, 1]
+        kept = [r["kept"] for r in result["sweep"]]
+        ax.plot(kept, [r["speedup"] for r in result["sweep"]], "o-", label="measured")
+        ideal = np.linspace(min(kept), 1.0, 50)
+        ax.plot(ideal, 1 / ideal, "--", label="ideal 1/kept")
+        ax.set(xlabel="kept ratio", ylabel="DiT speedup", title="speedup vs kept ratio")
+        ax.invert_xaxis()
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "bench.png", dpi=120)
+    plt.close(fig)
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} {result['size']} · {result['card']} · torch {result['torch']}")
+    for col in ("run", "fps", "p50 ms", "p95 ms", "p99 ms", "ttff ms", "kept", "PSNR dB", "peak GB"):
+        table.add_column(col, justify="right")
+    for name, r in result["runs"].items():
+        table.add_row(name, f"{r['fps']:.1f}", f"{r['latency_ms_p50']:.1f}", f"{r['latency_ms_p95']:.1f}",
+                      f"{r['latency_ms_p99']:.1f}", f"{r['ttff_ms']:.0f}", f"{r['kept_ratio_mean']:.2f}",
+                      f"{r['psnr_vs_baseline']:.1f}", f"{r['peak_mem_gb']:.2f}" if r["peak_mem_gb"] else "-")
+    console = Console()
+    console.print(table)
+    for name, r in result["runs"].items():
+        console.print(f"{name} stages (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages_ms"].items()))
+    if result["sweep"]:
+        sweep = Table(title="kept-ratio sweep (DiT per latent frame)")
+        for col in ("kept", "ms", "speedup", "ideal", "of ideal"):
+            sweep.add_column(col, justify="right")
+        for r in result["sweep"]:
+            sweep.add_row(f"{r['kept']:.2f}", f"{r['ms']:.2f}", f"{r['speedup']:.2f}", f"{r['ideal']:.2f}",
+                          f"{r['fraction_of_ideal']:.2f}")
+        console.print(sweep)

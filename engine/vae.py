@@ -1,0 +1,372 @@
+"""Video autoencoders behind one streaming interface: the tiny frame-wise VAE and the TAEHV shape.
+
+Both map video frames in [-1, 1] to normalised latents and back, one latent frame per call:
+
+    latent = vae.encode_step(frames)   # (B, frames_per_latent, 3, H, W) -> (B, C, H/8, W/8)
+    frames = vae.decode_step(latent)   # (B, C, h, w) -> (B, frames_per_latent, 3, 8h, 8w)
+    vae.reset()                        # new stream: forget the temporal memory
+
+Latents are normalised per channel, `latent = (raw - shift) * scale`, so the diffusion model sees
+roughly unit-variance inputs; `set_latent_stats` stores the statistics once the VAE is trained.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.config import ModelConfig
+
+
+def _clamp_pixels(x: Tensor) -> Tensor:
+    """Clamp to [-1, 1] in the forward pass only.
+
+    The dataset has many pixels at exactly -1 or 1 (flat colours); a plain clamp would give zero
+    gradient to an output stuck on the wrong side, a tanh would never reach them. Straight-through
+    keeps the gradient of the unclamped output.
+    """
+    return x + (x.clamp(-1.0, 1.0) - x).detach()
+
+
+class StreamingAutoencoder(nn.Module):
+    """What the generator relies on: the streaming steps, latent normalisation and the shapes."""
+
+    spatial_factor = 8
+    frames_per_latent: int
+    shift: Tensor  # (C,) buffers, set by set_latent_stats
+    scale: Tensor
+
+    def __init__(self, latent_channels: int) -> None:
+        super().__init__()
+        if latent_channels < 1:
+            raise ValueError(f"latent_channels must be >= 1, got {latent_channels}")
+        self.latent_channels = latent_channels
+        self.register_buffer("shift", torch.zeros(latent_channels))
+        self.register_buffer("scale", torch.ones(latent_channels))
+
+    def set_latent_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Store per-channel statistics of the raw (unnormalised) latents, each shaped (C,)."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std = torch.as_tensor(std, dtype=torch.float32).flatten()
+        for name, t in (("mean", mean), ("std", std)):
+            if t.numel() != self.latent_channels:
+                raise ValueError(f"latent {name} needs {self.latent_channels} values, got {t.numel()}")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"latent {name} must be finite, got {t.tolist()}")
+        if (std <= 0).any():
+            raise ValueError(f"latent std must be > 0 in every channel, got {std.tolist()}")
+        self.shift.copy_(mean)
+        self.scale.copy_(1.0 / std)
+
+    def normalise(self, raw: Tensor) -> Tensor:
+        return (raw - self.shift.view(1, -1, 1, 1)) * self.scale.view(1, -1, 1, 1)  # (B, C, h, w)
+
+    def denormalise(self, latent: Tensor) -> Tensor:
+        return latent / self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)  # (B, C, h, w)
+
+    def reset(self) -> None:
+        """Forget the temporal memory before a new stream (nothing to forget by default)."""
+
+    def encode_step(self, frames: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def decode_step(self, latent: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _check_frames(self, frames: Tensor, ndim: int, time_multiple: int = 1) -> None:
+        """frames (B, 3, H, W) if ndim is 4, else (B, T, 3, H, W) with T a multiple of `time_multiple`."""
+        layout = "(B, 3, H, W)" if ndim == 4 else "(B, T, 3, H, W)"
+        bad_time = ndim == 5 and frames.ndim == 5 and (frames.shape[1] % time_multiple or not frames.shape[1])
+        if frames.ndim != ndim or frames.shape[-3] != 3 or bad_time:
+            rule = f" with T a multiple of {time_multiple}" if time_multiple > 1 else ""
+            name = type(self).__name__
+            raise ValueError(f"{name} expects frames shaped {layout}{rule}, got {tuple(frames.shape)}")
+        if frames.shape[-2] % self.spatial_factor or frames.shape[-1] % self.spatial_factor:
+            raise ValueError(
+                f"{type(self).__name__} needs height and width divisible by {self.spatial_factor}, "
+                f"got {frames.shape[-2]}x{frames.shape[-1]}"
+            )
+
+    def _check_latents(self, latents: Tensor, ndim: int) -> None:
+        """latents (B, C, h, w) if ndim is 4, else (B, T, C, h, w); C = latent_channels."""
+        if latents.ndim != ndim or latents.shape[-3] != self.latent_channels:
+            layout = "(B, C, h, w)" if ndim == 4 else "(B, T, C, h, w)"
+            raise ValueError(
+                f"{type(self).__name__} expects latents shaped {layout} with C={self.latent_channels}, "
+                f"got {tuple(latents.shape)}"
+            )
+
+    def _check_step_frames(self, frames: Tensor) -> None:
+        self._check_frames(frames, 5)
+        if frames.shape[1] != self.frames_per_latent:
+            raise ValueError(
+                f"{type(self).__name__}.encode_step takes {self.frames_per_latent} frame(s) per call, "
+                f"got {frames.shape[1]}"
+            )
+
+
+# ---------------------------------------------------------------- FrameVAE (the tiny model's VAE)
+
+
+def _group_norm(width: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(32, width), width)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv3x3, twice, plus the identity."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm1 = _group_norm(width)
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.norm2 = _group_norm(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        # Each block starts as the identity, so a deep stack trains from scratch without a warm-up.
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return x + self.conv2(F.silu(self.norm2(h)))  # (B, width, H, W)
+
+
+def _upsample(c_in: int, c_out: int) -> nn.Sequential:
+    # 1x1 conv + pixel shuffle (a 2x2 stride-2 transposed conv): a nearest-upsample + 3x3 conv at the
+    # doubled size would cost 9x the multiply-adds, and the ResBlocks after it mix space anyway.
+    return nn.Sequential(nn.Conv2d(c_in, 4 * c_out, 1), nn.PixelShuffle(2))
+
+
+class FrameVAE(StreamingAutoencoder):
+    """Deterministic frame-wise conv autoencoder, 8x spatial, 3 stride-2 stages.
+
+    `widths` are the channel counts at 1/2, 1/4 and 1/8 of the frame size, `blocks` the ResBlocks
+    at each. Capacity sits at 1/8 where it is cheap: at 128x128 a parameter there costs 256
+    multiply-adds, at 1/2 size 4096. Runs in channels-last (NHWC), which oneDNN and cuDNN both
+    convolve faster.
+    """
+
+    frames_per_latent = 1
+
+    def __init__(
+        self,
+        latent_channels: int = 16,
+        widths: tuple[int, int, int] = (32, 96, 192),
+        blocks: tuple[int, int, int] = (1, 1, 2),
+    ) -> None:
+        super().__init__(latent_channels)
+        if len(widths) != 3 or min(widths) < 1:
+            raise ValueError(f"FrameVAE widths must be 3 positive channel counts, got {widths}")
+        if len(blocks) != 3 or min(blocks) < 0:
+            raise ValueError(f"FrameVAE blocks must be 3 non-negative counts, got {blocks}")
+        w0, w1, w2 = widths
+        n0, n1, n2 = blocks
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, w0, 3, stride=2, padding=1),
+            *[ResBlock(w0) for _ in range(n0)],
+            nn.Conv2d(w0, w1, 3, stride=2, padding=1),
+            *[ResBlock(w1) for _ in range(n1)],
+            nn.Conv2d(w1, w2, 3, stride=2, padding=1),
+            *[ResBlock(w2) for _ in range(n2)],
+            _group_norm(w2),
+            nn.SiLU(),
+            nn.Conv2d(w2, latent_channels, 3, padding=1),
+        )
+        self.decoder = nn.Sequential(
+            nn.Conv2d(latent_channels, w2, 3, padding=1),
+            *[ResBlock(w2) for _ in range(n2)],
+            _upsample(w2, w1),
+            *[ResBlock(w1) for _ in range(n1)],
+            _upsample(w1, w0),
+            *[ResBlock(w0) for _ in range(n0)],
+            _group_norm(w0),
+            nn.SiLU(),
+            nn.Conv2d(w0, 3 * 4, 3, padding=1),  # a 3x3 neighbourhood per output 2x2 pixel block
+            nn.PixelShuffle(2),
+        )
+        self.to(memory_format=torch.channels_last)
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> normalised latents (B, C, H/8, W/8)."""
+        self._check_frames(frames, 4)
+        raw = self.encoder(frames.contiguous(memory_format=torch.channels_last))
+        return self.normalise(raw).contiguous()
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Normalised latents (B, C, h, w) -> frames (B, 3, 8h, 8w) in [-1, 1]."""
+        self._check_latents(latents, 4)
+        raw = self.denormalise(latents).contiguous(memory_format=torch.channels_last)
+        return _clamp_pixels(self.decoder(raw)).contiguous()
+
+    def encode_step(self, frames: Tensor) -> Tensor:
+        self._check_step_frames(frames)
+        return self.encode(frames[:, 0])  # (B, C, h, w)
+
+    def decode_step(self, latent: Tensor) -> Tensor:
+        return self.decode(latent).unsqueeze(1)  # (B, 1, 3, H, W)
+
+
+# ---------------------------------------------------------------- TAEHV (Wan-scale, for timing)
+# Layer order and names follow the public TAEHV (madebyollin/taehv), so a state dict such as
+# taew2_1's loads key for key (plus our shift/scale buffers). It works in [0, 1] pixels.
+
+
+def _conv3x3(c_in: int, c_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)
+
+
+class Clamp(nn.Module):
+    """Soft clamp of the incoming latent to (-3, 3)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class MemBlock(nn.Module):
+    """Residual conv stack over concat(current features, the previous time step's input features)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            _conv3x3(c_in * 2, c_out), nn.ReLU(), _conv3x3(c_out, c_out), nn.ReLU(), _conv3x3(c_out, c_out)
+        )
+        self.skip = nn.Conv2d(c_in, c_out, 1, bias=False) if c_in != c_out else nn.Identity()
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor, past: Tensor) -> Tensor:
+        return self.act(self.conv(torch.cat([x, past], 1)) + self.skip(x))  # (N, c_out, H, W)
+
+
+class TPool(nn.Module):
+    """Time pool: `stride` consecutive frames stacked on channels, mixed by a 1x1 conv."""
+
+    def __init__(self, channels: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv2d(channels * stride, channels, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C, H, W = x.shape
+        x = self.conv(x.reshape(B * T // self.stride, self.stride * C, H, W))
+        return x.view(B, T // self.stride, C, H, W)
+
+
+class TGrow(nn.Module):
+    """Time grow: a 1x1 conv makes `stride` frames out of each frame's channels."""
+
+    def __init__(self, channels: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv2d(channels, channels * stride, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C, H, W = x.shape
+        x = self.conv(x.flatten(0, 1))  # (B*T, stride*C, H, W), frame t's outputs in time order
+        return x.view(B, T * self.stride, C, H, W)
+
+
+class TAEHV(StreamingAutoencoder):
+    """The TAEHV shape: 8x space, 4x time (two x2 TPool / TGrow stages), causal MemBlocks.
+
+    Streaming memory is each MemBlock's input at the previous video (encoder) or latent-derived
+    (decoder) time step. `encode_video` / `decode_video` run several steps at once and continue the
+    same stream, so chunking never changes the result. The first latent decodes to 4 frames (no
+    Wan-style trimming of the first 3: a stream has no "first frame only" latent).
+    """
+
+    frames_per_latent = 4
+
+    def __init__(self, latent_channels: int = 16) -> None:
+        super().__init__(latent_channels)
+        c = 64
+        self.encoder = nn.Sequential(
+            _conv3x3(3, c), nn.ReLU(),
+            TPool(c, 2), _conv3x3(c, c, stride=2, bias=False), MemBlock(c, c), MemBlock(c, c), MemBlock(c, c),
+            TPool(c, 2), _conv3x3(c, c, stride=2, bias=False), MemBlock(c, c), MemBlock(c, c), MemBlock(c, c),
+            TPool(c, 1), _conv3x3(c, c, stride=2, bias=False), MemBlock(c, c), MemBlock(c, c), MemBlock(c, c),
+            _conv3x3(c, latent_channels),
+        )  # fmt: skip
+        n_f = (256, 128, 64, 64)
+        self.decoder = nn.Sequential(
+            Clamp(), _conv3x3(latent_channels, n_f[0]), nn.ReLU(),
+            MemBlock(n_f[0], n_f[0]), MemBlock(n_f[0], n_f[0]), MemBlock(n_f[0], n_f[0]),
+            nn.Upsample(scale_factor=2), TGrow(n_f[0], 1), _conv3x3(n_f[0], n_f[1], bias=False),
+            MemBlock(n_f[1], n_f[1]), MemBlock(n_f[1], n_f[1]), MemBlock(n_f[1], n_f[1]),
+            nn.Upsample(scale_factor=2), TGrow(n_f[1], 2), _conv3x3(n_f[1], n_f[2], bias=False),
+            MemBlock(n_f[2], n_f[2]), MemBlock(n_f[2], n_f[2]), MemBlock(n_f[2], n_f[2]),
+            nn.Upsample(scale_factor=2), TGrow(n_f[2], 2), _conv3x3(n_f[2], n_f[3], bias=False),
+            nn.ReLU(), _conv3x3(n_f[3], 3),
+        )  # fmt: skip
+        self._encoder_memory: dict[int, Tensor] = {}
+        self._decoder_memory: dict[int, Tensor] = {}
+
+    def reset(self) -> None:
+        self._encoder_memory.clear()
+        self._decoder_memory.clear()
+
+    def encode_video(self, frames: Tensor) -> Tensor:
+        """Continue the stream with (B, 4T, 3, H, W) frames in [-1, 1] -> latents (B, T, C, H/8, W/8)."""
+        self._check_frames(frames, 5, self.frames_per_latent)
+        raw = _run_causal(self.encoder, (frames + 1) / 2, self._encoder_memory)  # (B, T, C, h, w)
+        return self.normalise(raw.flatten(0, 1)).view(raw.shape)
+
+    def decode_video(self, latents: Tensor) -> Tensor:
+        """Continue the stream with latents (B, T, C, h, w) -> frames (B, 4T, 3, 8h, 8w) in [-1, 1]."""
+        self._check_latents(latents, 5)
+        raw = self.denormalise(latents.flatten(0, 1)).view(latents.shape)
+        pixels = _run_causal(self.decoder, raw, self._decoder_memory)  # (B, 4T, 3, H, W) in ~[0, 1]
+        return _clamp_pixels(pixels * 2 - 1)
+
+    def encode_step(self, frames: Tensor) -> Tensor:
+        self._check_step_frames(frames)
+        return self.encode_video(frames)[:, 0]  # (B, C, h, w)
+
+    def decode_step(self, latent: Tensor) -> Tensor:
+        self._check_latents(latent, 4)
+        return self.decode_video(latent.unsqueeze(1))  # (B, 4, 3, H, W)
+
+
+def _run_causal(stack: nn.Sequential, x: Tensor, memory: dict[int, Tensor]) -> Tensor:
+    """Run `stack` over a chunk of time steps x (B, T, C, H, W), all steps of a layer at once.
+
+    Each MemBlock sees, for step t, its own input at step t-1: inside the chunk by shifting, across
+    chunks from `memory` (zeros at the start of a stream), which is updated in place.
+    """
+    for i, layer in enumerate(stack):
+        B, T = x.shape[:2]
+        if isinstance(layer, MemBlock):
+            prev = memory.get(i)
+            if prev is None:
+                prev = torch.zeros_like(x[:, :1])
+            elif prev.shape != x[:, :1].shape:
+                raise ValueError(
+                    f"stream memory holds shape {tuple(prev.shape)} but the new input has "
+                    f"{tuple(x[:, :1].shape)}; call reset() when the batch or frame size changes"
+                )
+            past = torch.cat([prev, x[:, :-1]], dim=1)  # (B, T, C, H, W)
+            memory[i] = x[:, -1:].clone()  # a copy, so the whole chunk is not kept alive
+            x = layer(x.flatten(0, 1), past.flatten(0, 1)).unflatten(0, (B, T))
+        elif isinstance(layer, (TPool, TGrow)):
+            x = layer(x)
+        else:
+            x = layer(x.flatten(0, 1)).unflatten(0, (B, T))
+    return x
+
+
+VAES: dict[str, type[FrameVAE] | type[TAEHV]] = {"frame": FrameVAE, "taehv": TAEHV}
+
+
+def build_vae(config: ModelConfig) -> FrameVAE | TAEHV:
+    """The (untrained) autoencoder `config.vae` names, checked against the config's latent geometry."""
+    if config.vae not in VAES:
+        raise ValueError(f"{config.name}: unknown vae {config.vae!r}; choose one of: {', '.join(VAES)}")
+    vae = VAES[config.vae](latent_channels=config.latent_channels)
+    if vae.frames_per_latent != config.frames_per_latent or vae.spatial_factor != config.vae_scale:
+        raise ValueError(
+            f"{config.name}: vae {config.vae!r} makes one latent per {vae.frames_per_latent} frame(s) at "
+            f"1/{vae.spatial_factor} size, but the config says frames_per_latent="
+            f"{config.frames_per_latent}, vae_scale={config.vae_scale}"
+        )
+    return vae

@@ -1,0 +1,76 @@
+"""Video files in and out through PyAV (H.264 MP4 out; anything FFmpeg reads in)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+def read_frames(path: str | Path, limit: int | None = None) -> Iterator[np.ndarray]:
+    """Decoded RGB frames, uint8 (H, W, 3). Raises ValueError if the file is not a readable video."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"source video not found: {path}")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise ValueError(f"cannot read source video {path}: {e}") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"{path} has no video stream")
+        count = 0
+        try:
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+        except av.error.FFmpegError as e:
+            raise ValueError(f"cannot decode source video {path}: {e}") from None
+        if count == 0:
+            raise ValueError(f"{path} contains no decodable frames")
+
+
+class VideoWriter:
+    """H.264 (yuv420p) MP4 writer; frames are uint8 (H, W, 3) of one size (even sides)."""
+
+    def __init__(self, path: str | Path, fps: int, crf: int = 18) -> None:
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(self.path), mode="w")
+        self.stream = self.container.add_stream("libx264", rate=fps)
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": str(crf)}
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        import av
+
+        if self.frames == 0:
+            self.stream.height, self.stream.width = frame.shape[:2]
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_video(frames, path: str | Path, fps: int = 16) -> None:
+    with VideoWriter(path, fps) as w:
+        for f in frames:
+            w.write(np.ascontiguousarray(f))

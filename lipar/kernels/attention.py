@@ -1,0 +1,299 @@
+"""Split-KV attention (flash-decoding style) for few queries against a long KV.
+
+With LIPAR the current frame's queries are only the kept tokens (25-100% of a frame) while the keys
+span the whole context window (sinks + m frames + the current frame). A flash-attention kernel
+launches one program per (query block, batch, head): at 25% kept that is too few programs to fill the
+GPU, so the speed-up stays well below 4x (DESIGN.md §4.6). Here the keys are also split into chunks,
+one program per (query block, batch * head, chunk), each writing a partial output and its
+log-sum-exp; a second small kernel merges the chunks.
+
+Layouts follow the KV cache: q (B, Lq, H, D), k/v (B, Lk, H, D), any strides (cache views).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from lipar.kernels import use_triton
+
+_LOG2E = 1.4426950408889634
+
+
+def attention_reference(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
+    """q (B, Lq, H, D), k/v (B, Lk, H, D), key_mask (Lk,) bool True = attend -> (B, Lq, H, D)."""
+    mask = None if key_mask is None else key_mask[None, None, None, :]
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+    )
+    return out.transpose(1, 2)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
+    """Softmax(q k^T / sqrt(D)) v with the shapes of `attention_reference`; split-KV Triton on CUDA."""
+    if use_triton("attention", q, k, v):
+        return split_kv_attention(q, k, v, key_mask)
+    return attention_reference(q, k, v, key_mask)
+
+
+def split_count(programs: int, kv_blocks: int, num_sms: int, max_splits: int = 16) -> int:
+    """How many KV chunks: the fewest that fill the GPU's waves well (FlashAttention's heuristic).
+
+    `programs` is the count of (query block, batch * head) programs without splitting, `kv_blocks`
+    the count of BLOCK_N key blocks. A wave is one program per multiprocessor; a last wave that is
+    mostly empty wastes the whole wave, so efficiency = waves / ceil(waves).
+    """
+    if programs <= 0 or kv_blocks <= 0:
+        return 1
+    limit = max(1, min(max_splits, kv_blocks))
+    efficiency = []
+    for splits in range(1, limit + 1):
+        waves = programs * splits / num_sms
+        efficiency.append(waves / math.ceil(waves))
+    best = max(efficiency)
+    return next(s for s, e in enumerate(efficiency, start=1) if e >= 0.85 * best)
+
+
+@functools.cache
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+@triton.jit
+def _split_kv_kernel(
+    Q,
+    K,
+    V,
+    KEY_MASK,
+    OUT,
+    O_PART,
+    LSE,
+    sq_b,
+    sq_l,
+    sq_h,
+    sq_d,
+    sk_b,
+    sk_l,
+    sk_h,
+    sk_d,
+    sv_b,
+    sv_l,
+    sv_h,
+    sv_d,
+    so_b,
+    so_l,
+    so_h,
+    so_d,
+    Lq,
+    Lk,
+    H,
+    chunk,
+    scale_log2,
+    HAS_MASK: tl.constexpr,
+    DIRECT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    split = tl.program_id(2)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < Lq
+    d_ok = offs_d < HEAD_DIM
+
+    q = tl.load(
+        Q + b * sq_b + h * sq_h + offs_m[:, None].to(tl.int64) * sq_l + offs_d[None, :] * sq_d,
+        mask=m_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    k_base = K + b * sk_b + h * sk_h
+    v_base = V + b * sv_b + h * sv_h
+    start = split * chunk
+    end = tl.minimum(start + chunk, Lk)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < end
+        n64 = offs_n.to(tl.int64)
+        kt = tl.load(
+            k_base + n64[None, :] * sk_l + offs_d[:, None] * sk_d,
+            mask=n_ok[None, :] & d_ok[:, None],
+            other=0.0,
+        )  # (BLOCK_D, BLOCK_N)
+        s = tl.dot(q, kt, input_precision=PRECISION) * scale_log2  # (BLOCK_M, BLOCK_N), log2 units
+        if HAS_MASK:
+            n_ok = n_ok & (tl.load(KEY_MASK + offs_n, mask=n_ok, other=0) != 0)
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # rows with no valid key yet keep m = -inf; subtract 0 there so exp2 gives 0, not NaN
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        vt = tl.load(
+            v_base + n64[:, None] * sv_l + offs_d[None, :] * sv_d,
+            mask=n_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )  # (BLOCK_N, BLOCK_D)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision=PRECISION)
+        m_i = m_new
+
+    empty = l_i == 0.0
+    o = acc / tl.where(empty, 1.0, l_i)[:, None]
+    out_mask = m_ok[:, None] & d_ok[None, :]
+    if DIRECT:
+        dst = OUT + b * so_b + h * so_h + offs_m[:, None].to(tl.int64) * so_l + offs_d[None, :] * so_d
+        tl.store(dst, o.to(OUT.dtype.element_ty), mask=out_mask)
+    else:
+        # partials are contiguous (splits, B*H, Lq, BLOCK_D) float32; lse (splits, B*H, Lq) in log2 units
+        row = (split * tl.num_programs(1) + pid_bh).to(tl.int64) * Lq + offs_m
+        tl.store(O_PART + row[:, None] * BLOCK_D + offs_d[None, :], o, mask=out_mask)
+        tl.store(LSE + row, tl.where(empty, float("-inf"), m_i + tl.log2(l_i)), mask=m_ok)
+
+
+@triton.jit
+def _combine_kernel(
+    O_PART,
+    LSE,
+    OUT,
+    so_b,
+    so_l,
+    so_h,
+    so_d,
+    Lq,
+    H,
+    splits,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    bh_count = tl.num_programs(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < Lq
+    out_mask = m_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
+
+    lse_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    for s in range(splits):
+        row = (s * bh_count + pid_bh).to(tl.int64) * Lq + offs_m
+        lse_max = tl.maximum(lse_max, tl.load(LSE + row, mask=m_ok, other=float("-inf")))
+    lse_safe = tl.where(lse_max == float("-inf"), 0.0, lse_max)
+    denom = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for s in range(splits):
+        row = (s * bh_count + pid_bh).to(tl.int64) * Lq + offs_m
+        w = tl.exp2(tl.load(LSE + row, mask=m_ok, other=float("-inf")) - lse_safe)
+        o = tl.load(O_PART + row[:, None] * BLOCK_D + offs_d[None, :], mask=out_mask, other=0.0)
+        denom += w
+        acc += w[:, None] * o
+    o = acc / tl.where(denom == 0.0, 1.0, denom)[:, None]
+    dst = OUT + b * so_b + h * so_h + offs_m[:, None].to(tl.int64) * so_l + offs_d[None, :] * so_d
+    tl.store(dst, o.to(OUT.dtype.element_ty), mask=out_mask)
+
+
+def split_kv_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_mask: Tensor | None = None,
+    num_splits: int | None = None,
+    block_m: int | None = None,
+    block_n: int = 64,
+    num_warps: int | None = None,
+    num_stages: int = 3,
+    out: Tensor | None = None,
+) -> Tensor:
+    """Triton split-KV attention; same contract as `attention_reference`.
+
+    Writes into `out` (B, Lq, H, D), any strides, if given, else into a new contiguous tensor.
+    Queries whose keys are all masked get 0 (SDPA gives NaN). `num_splits` None picks the count
+    with `split_count`; the tiling arguments exist for the benchmark's sweep.
+    """
+    b, lq, h, d = q.shape
+    lk = k.shape[1]
+    if out is None:
+        out = torch.empty(b, lq, h, d, device=q.device, dtype=q.dtype)
+    if out.numel() == 0:
+        return out
+    block_m = block_m or (128 if lq >= 512 else 64)
+    num_warps = num_warps or (8 if block_m >= 128 else 4)
+    block_d = triton.next_power_of_2(d)
+    m_blocks = triton.cdiv(lq, block_m)
+    kv_blocks = triton.cdiv(lk, block_n)
+    if num_splits is None:
+        num_splits = (
+            split_count(m_blocks * b * h, kv_blocks, _num_sms(q.device.index or 0)) if q.is_cuda else 1
+        )
+    # chunks of whole key blocks; recount so that no chunk is empty
+    chunk = triton.cdiv(kv_blocks, max(1, min(num_splits, kv_blocks))) * block_n
+    splits = triton.cdiv(lk, chunk) if lk else 1
+    direct = splits == 1
+    if direct:
+        o_part = lse = out  # unused by the kernel
+    else:
+        o_part = torch.empty(splits, b * h, lq, block_d, device=q.device, dtype=torch.float32)
+        lse = torch.empty(splits, b * h, lq, device=q.device, dtype=torch.float32)
+    mask = key_mask if key_mask is not None else out
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    _split_kv_kernel[(m_blocks, b * h, splits)](
+        q,
+        k,
+        v,
+        mask,
+        out,
+        o_part,
+        lse,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *out.stride(),
+        lq,
+        lk,
+        h,
+        max(chunk, 1),
+        _LOG2E / math.sqrt(d),
+        HAS_MASK=key_mask is not None,
+        DIRECT=direct,
+        PRECISION=precision,
+        HEAD_DIM=d,
+        BLOCK_D=block_d,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
+    if not direct:
+        combine_m = 32
+        _combine_kernel[(triton.cdiv(lq, combine_m), b * h)](
+            o_part,
+            lse,
+            out,
+            *out.stride(),
+            lq,
+            h,
+            splits,
+            HEAD_DIM=d,
+            BLOCK_D=block_d,
+            BLOCK_M=combine_m,
+            num_warps=4,
+        )
+    return out

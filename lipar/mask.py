@@ -1,0 +1,180 @@
+"""Streaming, causal keep mask over latent tokens (DESIGN.md §4.1).
+
+A token is a 1x2x2 latent patch: 4C values. Its distance to another latent is the trimmed mean of the
+absolute differences of those values. A token is pruned when it changed little since the previous
+frame (d_short < tau_short) and since the frame at which it was last recomputed (d_long < tau_long);
+the second test stops slow drift from being pruned forever.
+
+Everything runs as tensor ops on the latent's device; the only host sync per frame reads the kept
+count and the scene-cut flag, which the result's indices need anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lipar.config import LiparConfig
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    keep: Tensor  # (gh, gw) bool, True = recompute this token
+    keep_idx: Tensor  # (K,) int64, row-major flat indices of kept tokens, ascending
+    pruned_idx: Tensor  # (N - K,) int64, the other tokens, ascending
+    kept_ratio: float
+    reason: str  # "first" | "scene_cut" | "pruned" | "disabled"
+
+
+def token_distance(a: Tensor, b: Tensor, trim: float) -> Tensor:
+    """a, b (C, h, w) -> (h/2, w/2) float32: per-token trimmed mean of |a - b| over its 4C values."""
+    c, h, w = a.shape
+    diff = (a.float() - b.float()).abs()
+    # (C, gh, 2, gw, 2) -> (gh, gw, C*2*2): the token layout (C, 2, 2) flattened
+    values = diff.view(c, h // 2, 2, w // 2, 2).permute(1, 3, 0, 2, 4).reshape(h // 2, w // 2, 4 * c)
+    cut = int(trim * values.shape[-1])
+    if cut:
+        values = values.sort(dim=-1).values[..., cut : values.shape[-1] - cut]
+    return values.mean(dim=-1)
+
+
+def median3x3(d: Tensor) -> Tensor:
+    """(gh, gw) -> (gh, gw): 3x3 median with replicate padding, so borders are not biased to zero."""
+    padded = F.pad(d[None, None], (1, 1, 1, 1), mode="replicate")
+    windows = F.unfold(padded, kernel_size=3)  # (1, 9, gh*gw)
+    return windows.median(dim=1).values.view_as(d)
+
+
+def _dilate(mask: Tensor, radius: int) -> Tensor:
+    """(gh, gw) float {0, 1}: square dilation; max-pool padding ignores out-of-frame tokens."""
+    return F.max_pool2d(mask[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]
+
+
+def _dilate_cross(mask: Tensor) -> Tensor:
+    """(gh, gw) float {0, 1}: dilation by the 3x3 cross (a token and its 4 neighbours)."""
+    m = mask[None, None]
+    rows = F.max_pool2d(m, (3, 1), stride=1, padding=(1, 0))
+    cols = F.max_pool2d(m, (1, 3), stride=1, padding=(0, 1))
+    return torch.maximum(rows, cols)[0, 0]
+
+
+def _erode_cross(mask: Tensor) -> Tensor:
+    # out-of-frame tokens are ignored, so the frame edge does not erode a region touching it
+    return 1.0 - _dilate_cross(1.0 - mask)
+
+
+def compute_mask(d_short: Tensor, d_long: Tensor, config: LiparConfig) -> Tensor:
+    """Smoothed distances (gh, gw) -> keep (gh, gw) bool.
+
+    Threshold, morphological close then open to remove holes and specks, dilation by
+    `config.dilation` tokens (square), then the `min_keep` floor filled with the tokens closest to
+    being kept. Close and open use the 3x3 cross, not the square: the 3x3 median has already rounded
+    the corners of changed regions, and a square opening would then erase regions up to 4x4 tokens.
+    """
+    if not config.is_resolved:
+        raise ValueError("compute_mask needs a resolved LiparConfig (tau_short and tau_long set)")
+    tau_short, tau_long = float(config.tau_short), float(config.tau_long)
+    keep = ~((d_short < tau_short) & (d_long < tau_long))
+    m = keep.float()
+    m = _erode_cross(_dilate_cross(m))  # close
+    m = _dilate_cross(_erode_cross(m))  # open
+    if config.dilation:
+        m = _dilate(m, config.dilation)
+    keep = m > 0.5
+    floor = math.ceil(config.min_keep * keep.numel() - 1e-9)
+    if floor:
+        # top-`floor` scores with kept tokens at +inf: adds nothing when the floor is already met
+        score = torch.maximum(d_short / max(tau_short, 1e-12), d_long / max(tau_long, 1e-12))
+        score = score.masked_fill(keep, math.inf).flatten()
+        keep = keep.flatten().index_fill(0, score.topk(floor).indices, True).view_as(d_short)
+    return keep
+
+
+class StreamingMask:
+    """Keep mask for one stream of source latents, one `update` per latent frame, causal."""
+
+    def __init__(self, config: LiparConfig, grid: tuple[int, int]) -> None:
+        if config.enabled and not config.is_resolved:
+            raise ValueError(
+                "StreamingMask needs resolved thresholds: use config.resolved(tau_short, tau_long)"
+            )
+        if len(grid) != 2 or any(not isinstance(g, int) or g < 1 for g in grid):
+            raise ValueError(f"grid must be two positive ints (gh, gw), got {grid!r}")
+        self.config = config
+        self.grid = (grid[0], grid[1])
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: the next frame is kept whole and becomes the reference."""
+        self._previous: Tensor | None = None  # (C, h, w) s_{t-1}
+        self._reference: Tensor | None = None  # (C, h, w) source latent when each position was last kept
+        self._ema_short: Tensor | None = None  # (gh, gw) smoothed d_short of the previous frame
+        self._ema_long: Tensor | None = None  # (gh, gw) smoothed d_long of the previous frame
+        self._fresh_short: Tensor | None = None  # (gh, gw) bool: no d_short history (after a scene cut)
+        self._fresh_long: Tensor | None = None  # (gh, gw) bool: reference just replaced, d_long restarts
+
+    def update(self, latent: Tensor) -> MaskResult:
+        """latent (C, h, w) source latent s_t with (h, w) = 2 * grid -> the keep mask for this frame."""
+        self._check(latent)
+        gh, gw = self.grid
+        if not self.config.enabled:
+            return _result(torch.ones(gh, gw, dtype=torch.bool, device=latent.device), False, "disabled")
+        if self._previous is None:
+            keep = torch.ones(gh, gw, dtype=torch.bool, device=latent.device)
+            self._previous, self._reference = latent.clone(), latent.clone()
+            self._fresh_short = torch.ones_like(keep)
+            self._fresh_long = torch.ones_like(keep)
+            self._ema_short = self._ema_long = torch.zeros(gh, gw, device=latent.device)
+            return _result(keep, False, "first")
+
+        cfg = self.config
+        d_short = median3x3(token_distance(latent, self._previous, cfg.trim))
+        d_long = median3x3(token_distance(latent, self._reference, cfg.trim))
+        cut = (d_short > cfg.tau_short).float().mean() > cfg.scene_cut  # 0-d bool, stays on device
+        # causal EMA; where there is no usable history the blend starts from the current distance
+        a = cfg.temporal
+        d_short = (1 - a) * d_short + a * torch.where(self._fresh_short, d_short, self._ema_short)
+        d_long = (1 - a) * d_long + a * torch.where(self._fresh_long, d_long, self._ema_long)
+        keep = compute_mask(d_short, d_long, cfg) | cut
+
+        self._previous = latent.clone()
+        keep_px = keep.repeat_interleave(2, 0).repeat_interleave(2, 1)  # (h, w)
+        self._reference = torch.where(keep_px, latent, self._reference)
+        self._ema_short, self._ema_long = d_short, d_long
+        self._fresh_short = cut.expand(gh, gw)
+        self._fresh_long = keep
+        return _result(keep, cut, "pruned")
+
+    def _check(self, latent: Tensor) -> None:
+        gh, gw = self.grid
+        if not isinstance(latent, Tensor) or latent.dim() != 3 or not latent.is_floating_point():
+            raise ValueError("latent must be a floating tensor of shape (C, h, w)")
+        if latent.shape[1:] != (2 * gh, 2 * gw):
+            raise ValueError(
+                f"latent (C, h, w) = {tuple(latent.shape)} does not match the token grid {self.grid}: "
+                f"expected (h, w) = ({2 * gh}, {2 * gw})"
+            )
+        prev = self._previous
+        if prev is not None and (prev.shape != latent.shape or prev.device != latent.device):
+            raise ValueError(
+                f"latent {tuple(latent.shape)} on {latent.device} differs from the stream's "
+                f"{tuple(prev.shape)} on {prev.device}; call reset() first"
+            )
+
+
+def _result(keep: Tensor, cut: Tensor | bool, reason: str) -> MaskResult:
+    n = keep.numel()
+    kept, is_cut = torch.stack([keep.sum(), torch.as_tensor(cut, device=keep.device).long()]).tolist()
+    # one stable sort yields both index lists, ascending, without another host sync
+    order = torch.argsort((~keep).flatten().to(torch.uint8), stable=True)
+    return MaskResult(
+        keep=keep,
+        keep_idx=order[:kept],
+        pruned_idx=order[kept:],
+        kept_ratio=kept / n,
+        reason="scene_cut" if is_cut else reason,
+    )

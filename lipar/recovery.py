@@ -1,0 +1,72 @@
+"""Attention recovery: give self-attention a complete current frame although only kept tokens were
+computed (DESIGN.md §4.3). The three `LiparConfig.recovery` modes:
+
+- "noise-aware" (the paper's method): pruned positions take the *clean* pre-RoPE K and V of the same
+  position from the latest clean frame in the cache, K rotated at the current frame's time index.
+  Duplicating the current step's noisy K/V instead correlates the noise and inflates attention.
+- "m-degree": the same copy, but from the previous frame's K/V at the same denoising step, which the
+  engine keeps; call `recover_kv` with those buffers as the source.
+- "none": pruned positions are left out of attention; `key_padding_mask` says which keys to attend.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lipar.kernels import recovery as kernels
+from lipar.kernels import use_triton
+
+
+def recover_kv(
+    src_k_pre: Tensor,
+    src_v: Tensor,
+    dst_k: Tensor,
+    dst_v: Tensor,
+    dst_k_pre: Tensor,
+    pruned_idx: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+) -> None:
+    """Write recovered K/V for the pruned tokens into the current frame's cache slot, in place.
+
+    src_k_pre, src_v: the source frame's pre-RoPE K and V, (B, N, H, D).
+    dst_k, dst_v, dst_k_pre: the current slot's K (after RoPE), V and pre-RoPE K, (B, N, H, D);
+    strided views of the cache are fine.
+    pruned_idx (P,) int64; cos, sin (P, D/2) float32: RoPE of the pruned tokens at the current frame's
+    (t, row, col). For p in pruned_idx: dst_k[:, p] = rope(src_k_pre[:, p]), dst_v[:, p] = src_v[:, p],
+    dst_k_pre[:, p] = src_k_pre[:, p]; nothing else is written.
+    """
+    shape = src_k_pre.shape
+    tensors = (src_k_pre, src_v, dst_k, dst_v, dst_k_pre)
+    if len(shape) != 4 or any(t.shape != shape for t in tensors):
+        raise ValueError(
+            "K/V tensors must all be (B, N, H, D) of one shape, got "
+            + ", ".join(str(tuple(t.shape)) for t in tensors)
+        )
+    if any(t.dtype != src_k_pre.dtype or t.device != src_k_pre.device for t in tensors):
+        raise ValueError("K/V tensors must share one dtype and device")
+    if pruned_idx.dim() != 1 or pruned_idx.dtype != torch.int64 or pruned_idx.device != src_k_pre.device:
+        raise ValueError(f"pruned_idx must be a 1-D int64 tensor on {src_k_pre.device}")
+    table = (pruned_idx.numel(), shape[3] // 2)
+    for name, t in (("cos", cos), ("sin", sin)):
+        if tuple(t.shape) != table or t.dtype != torch.float32 or t.device != src_k_pre.device:
+            raise ValueError(
+                f"{name} must be float32 of shape (P, D/2) = {table} on {src_k_pre.device}, "
+                f"got {t.dtype} {tuple(t.shape)} on {t.device}"
+            )
+    if use_triton("recovery", src_k_pre):
+        kernels.recover_kv_triton(src_k_pre, src_v, dst_k, dst_v, dst_k_pre, pruned_idx, cos, sin)
+    else:
+        kernels.recover_kv_reference(src_k_pre, src_v, dst_k, dst_v, dst_k_pre, pruned_idx, cos, sin)
+
+
+def key_padding_mask(valid_len: int, current_slot_offset: int, pruned_idx: Tensor) -> Tensor:
+    """For recovery "none": (valid_len,) bool over the valid keys, True = attend, False at the pruned
+    tokens of the current frame, whose slot starts at key `current_slot_offset`."""
+    if not 0 <= current_slot_offset < valid_len:
+        raise ValueError(f"current_slot_offset {current_slot_offset} must lie in [0, valid_len={valid_len})")
+    if pruned_idx.dim() != 1 or pruned_idx.dtype != torch.int64:
+        raise ValueError("pruned_idx must be a 1-D int64 tensor")
+    mask = torch.ones(valid_len, dtype=torch.bool, device=pruned_idx.device)
+    return mask.index_fill_(0, pruned_idx + current_slot_offset, False)

@@ -1,0 +1,35 @@
+import pytest
+
+from stream.config import ServerConfig, video_bitrate
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"port": 70000}, "port must be in"),
+        ({"prompt": " "}, "prompt (the initial prompt) must not be empty"),
+        ({"size": (0, 128)}, "size must be (height, width)"),
+        ({"max_viewers": 0}, "max_viewers must be >= 1"),
+        ({"max_body_bytes": 10}, "max_body_bytes must be >= 1024"),
+        ({"target_fps": 0}, "target_fps must be > 0"),
+        ({"bitrate": 1000}, "bitrate must be >= 100000"),
+        ({"prefer_codec": "av1"}, "prefer_codec must be one of"),
+        ({"viewer_queue_frames": 0}, "viewer_queue_frames must be >= 1"),
+        ({"stats_hz": 0}, "stats_hz must be > 0"),
+        ({"max_prompt_chars": 0}, "max_prompt_chars must be >= 1"),
+        ({"max_prompt_chars": 5000, "max_message_bytes": 4000}, "so a valid prompt fits"),
+        ({"connect_timeout_s": 0}, "connect_timeout_s must be > 0"),
+    ],
+)
+def test_invalid_settings_are_rejected(kwargs: dict, error: str) -> None:
+    with pytest.raises(ValueError) as info:
+        ServerConfig(**kwargs)
+    assert error in str(info.value)
+
+
+def test_bitrate_grows_with_resolution_within_bounds() -> None:
+    small, wan, huge = video_bitrate(128, 128, 30), video_bitrate(480, 832, 16), video_bitrate(2160, 3840, 60)
+    assert small == 500_000  # floor: tiny frames still need a usable picture
+    assert small < wan < huge
+    assert wan > 1_500_000  # above aiortc's VP8 ceiling, the reason this exists
+    assert huge == 8_000_000

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+
+from train.common import load_checkpoint
+from train.train_vae import VaeTrainConfig, main, reconstruction_loss, training_frames
+
+SMOKE = ["--sizes", "32", "64", "--frames-per-step", "4", "2", "--eval-clips", "2", "--eval-frames", "2",
+         "--stats-frames", "4", "--log-every", "1", "--device", "cpu"]  # fmt: skip
+
+
+def test_smoke_run_resumes_and_exports(tmp_path):
+    from engine.checkpoint import load_state
+    from engine.vae import FrameVAE
+
+    ckpt, export = tmp_path / "ckpt", tmp_path / "vae.safetensors"
+    first = main(["--ckpt", str(ckpt), "--export", str(export), "--steps", "2", *SMOKE])
+    assert (first["start_step"], first["step"]) == (0, 2)
+    assert load_checkpoint(ckpt)["step"] == 2
+    assert (ckpt / "loss.png").stat().st_size > 1000
+
+    second = main(["--ckpt", str(ckpt), "--export", str(export), "--steps", "3", *SMOKE])
+    assert (second["start_step"], second["step"]) == (2, 3)
+    state = load_checkpoint(ckpt)
+    assert state["step"] == 3
+    assert [s for s, _ in state["history"]["loss"]] == [1, 2, 3]  # the loss curve continues
+    assert json.loads((ckpt / "summary.json").read_text())["step"] == 3
+    assert set(second["psnr_db"]) == {"32", "64"}
+
+    vae = FrameVAE()
+    load_state(vae, export)
+    assert torch.allclose(vae.shift, torch.tensor(second["latent_mean"]), atol=1e-3)
+    assert torch.allclose(1 / vae.scale, torch.tensor(second["latent_std"]), rtol=1e-2, atol=1e-3)
+
+
+def test_max_minutes_stops_before_training(tmp_path):
+    summary = main(["--ckpt", str(tmp_path), "--steps", "5", "--max-minutes", "0", *SMOKE])
+    assert summary["step"] == 0
+    assert load_checkpoint(tmp_path)["step"] == 0
+
+
+def test_training_batches_are_deterministic_and_vary_by_step():
+    cfg = VaeTrainConfig(sizes=(16,), frames_per_step=(3,), clip_frames=2)
+    a = training_frames(cfg, 5, 0, torch.device("cpu"))
+    assert a.shape == (3, 3, 16, 16) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, training_frames(cfg, 5, 0, torch.device("cpu")))
+    assert not torch.equal(a, training_frames(cfg, 6, 0, torch.device("cpu")))
+
+
+def test_reconstruction_loss_is_zero_only_for_a_perfect_reconstruction():
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    assert reconstruction_loss(x, x, 0.5).item() == 0
+    assert reconstruction_loss(x + 0.1, x, 0.5).item() == pytest.approx(0.1 + 0.01, rel=1e-4)  # no edge change
+    assert reconstruction_loss(-x, x, 0.5).item() > 0.5
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sizes": (100,), "frames_per_step": (4,)}, "multiples of 8"),
+        ({"sizes": (32, 64), "frames_per_step": (4,)}, "one positive count per size"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"max_minutes": -1.0}, "max_minutes must be >= 0"),
+    ],
+)
+def test_bad_config_is_rejected(change, message):
+    with pytest.raises(ValueError, match=message):
+        VaeTrainConfig(**change)
+
+
+def test_cli_reports_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--ckpt", str(tmp_path), "--sizes", "100"])
+    assert "multiples of 8" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    from train.common import save_checkpoint
+
+    save_checkpoint({"step": 1, "model": {"nope": torch.zeros(1)}, "optimizer": {}, "history": {}}, tmp_path)
+    with pytest.raises(ValueError, match="does not fit the current FrameVAE"):
+        main(["--ckpt", str(tmp_path), "--steps", "2", *SMOKE])

@@ -1,0 +1,280 @@
+"""Train the `tiny` causal DiT: rectified flow, per-frame noise levels, clean-context teacher forcing.
+
+Each training sequence stacks two copies of a clip's latent tokens: a clean copy (light noise
+augmentation, timestep 0: what the cache pass writes at inference) and a noisy copy whose frames
+have independent noise levels (diffusion forcing). A noisy frame attends to the clean frames in its
+window (sink + last m) and to itself, exactly what it sees at inference through the rolling cache;
+the loss is the velocity error on the noisy copy.
+
+Clips are rendered on the GPU in pools (train/dataset.py), encoded once by the frozen VAE, and
+their captions by MiniLM; each pool serves many steps, then is replaced.
+
+    python -m train.train_dit --ckpt runs/dit --vae engine/weights/tiny/vae.safetensors \
+        --export engine/weights/tiny/dit.safetensors --max-minutes 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engine.attention import SequenceAttention, frame_causal_mask
+from engine.checkpoint import load_state, save_state
+from engine.config import ModelConfig, get_config
+from engine.dit import CausalDiT, init_weights, patchify
+from engine.sampler import add_noise, velocity_target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DiTTrainConfig:
+    ckpt: Path
+    vae: Path
+    export: Path | None = None
+    text_model: Path | None = None  # MiniLM folder (train/export_minilm.py) where the pip package is absent
+    steps: int = 20000
+    max_minutes: float = 8.0
+    frames: int = 16
+    batch_small: int = 48  # clips per step at 128x128
+    batch_large: int = 8  # clips per step at 256x256
+    large_every: int = 4  # one 256x256 step in this many
+    pool_clips: int = 1024
+    pool_steps: int = 150
+    lr: float = 3e-4
+    warmup: int = 300
+    ema: float = 0.999
+    max_sink_gap: int = 1000  # random time gap after the sink frame: streams run far past training clips
+    seed: int = 0
+    device: str = "cuda"
+
+    def __post_init__(self) -> None:
+        if self.frames < 2 or self.batch_small < 1 or self.batch_large < 1 or self.pool_clips < 1:
+            raise ValueError("frames must be >= 2 and batch/pool sizes >= 1")
+
+
+def sample_sigmas(cfg: ModelConfig, shape: tuple[int, ...], device) -> torch.Tensor:
+    """Half from the inference schedules' exact sigmas (few-step use), half shifted-uniform."""
+    exact = torch.tensor(cfg.t2v_schedule.sigmas + cfg.v2v_schedule.sigmas, device=device)
+    pick = exact[torch.randint(len(exact), shape, device=device)]
+    u = torch.rand(shape, device=device)
+    shift = cfg.t2v_schedule.shift
+    shifted = shift * u / (1 + (shift - 1) * u)
+    return torch.where(torch.rand(shape, device=device) < 0.5, pick, shifted).clamp(1e-3, 1.0)
+
+
+def clip_positions(frames: int, gh: int, gw: int, gap: int, device) -> torch.Tensor:
+    """(frames * gh * gw, 3) positions; frames after the sink are shifted by `gap` in time."""
+    t = torch.arange(frames, device=device)
+    t = torch.where(t > 0, t + gap, t)
+    rows, cols = torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device), indexing="ij")
+    grid = torch.stack([rows.flatten(), cols.flatten()], 1)  # (N, 2)
+    return torch.cat([t.repeat_interleave(gh * gw)[:, None], grid.repeat(frames, 1)], 1)
+
+
+def flow_loss(
+    model: CausalDiT, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, gap: int
+) -> torch.Tensor:
+    """latents (B, F, C, h, w) clean, text (B, Lt, text_dim); mask from frame_causal_mask(copies=2)."""
+    cfg = model.cfg
+    b, f, c, h, w = latents.shape
+    x0 = patchify(latents.flatten(0, 1)).reshape(b, -1, cfg.patch_dim).float()  # (B, F*N, D)
+    n = x0.shape[1] // f
+    # clean context with light augmentation: at inference the cache holds imperfect clean estimates
+    aug = (torch.rand(b, f, device=x0.device) < 0.5) * torch.rand(b, f, device=x0.device) * 0.1
+    context = add_noise(x0, torch.randn_like(x0), aug.repeat_interleave(n, 1)[..., None])
+    sigma = sample_sigmas(cfg, (b, f), x0.device).repeat_interleave(n, 1)  # (B, F*N)
+    noise = torch.randn_like(x0)
+    noisy = add_noise(x0, noise, sigma[..., None])
+    x = torch.cat([context, noisy], 1)
+    timestep = torch.cat([torch.zeros_like(sigma), sigma * 1000.0], 1)
+    pos = clip_positions(f, h // 2, w // 2, gap, x0.device).repeat(2, 1)
+    v = model(x, pos, timestep, model.text_kv(text), SequenceAttention(mask))
+    return F.mse_loss(v[:, f * n :].float(), velocity_target(x0, noise))
+
+
+class ClipPool:
+    """Rendered, VAE-encoded, caption-encoded clips on the GPU; refreshed every `pool_steps` steps."""
+
+    def __init__(self, tc: DiTTrainConfig, cfg: ModelConfig, vae, text_encoder, device) -> None:
+        self.tc, self.cfg, self.vae, self.text, self.device = tc, cfg, vae, text_encoder, device
+        self.next_seed = tc.seed * 10_000_000
+        self.latents: dict[int, torch.Tensor] = {}
+        self.states: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        from train.dataset import caption, render, sample_clip
+
+        for size in (128, 256):
+            count = self.tc.pool_clips if size == 128 else max(self.tc.pool_clips // 4, self.tc.batch_large)
+            params = [sample_clip(self.next_seed + i, self.tc.frames) for i in range(count)]
+            captions = [caption(p, self.next_seed + i) for i, p in enumerate(params)]
+            self.next_seed += count
+            lat, chunk = [], 64
+            for i in range(0, count, chunk):
+                video = render(params[i : i + chunk], size, self.device)  # (b, T, H, W, 3) uint8
+                frames = video.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                    z = self.vae.encode(frames)
+                lat.append(z.float().unflatten(0, video.shape[:2]).to(torch.bfloat16))
+            self.latents[size] = torch.cat(lat)
+            self.states[size] = self.text.encode_batch(captions).to(self.device, torch.bfloat16)
+
+    def batch(self, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self.latents[size]), (count,), device=self.device)
+        return self.latents[size][idx], self.states[size][idx]
+
+
+def save_curve(history: list[tuple[int, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = zip(*history)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, losses, lw=0.8)
+    ax.set(xlabel="step", ylabel="velocity MSE", title="tiny DiT training loss", yscale="log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def train(tc: DiTTrainConfig) -> dict:
+    from engine.text import build_text_encoder
+    from engine.vae import FrameVAE
+
+    torch.manual_seed(tc.seed)
+    device = torch.device(tc.device if torch.cuda.is_available() or tc.device == "cpu" else "cpu")
+    cfg = get_config("tiny")
+    tc.ckpt.mkdir(parents=True, exist_ok=True)
+    vae = FrameVAE(cfg.latent_channels)
+    load_state(vae, tc.vae)
+    vae.to(device).eval()
+    text = build_text_encoder(cfg, path=tc.text_model)
+
+    model = CausalDiT(cfg)
+    init_weights(model, tc.seed)
+    model.to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    step, history = 0, []
+    state_path = tc.ckpt / "state.pt"
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=device)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, history = state["step"], state["history"]
+        log.info("resumed from %s at step %d", state_path, step)
+
+    def save() -> None:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "opt": opt.state_dict(),
+                "step": step,
+                "history": history,
+            },
+            state_path,
+        )
+        if history:
+            save_curve(history, tc.ckpt / "loss_dit.png")
+        if tc.export is not None:
+            save_state(ema, tc.export, torch.float16)
+
+    pool = ClipPool(tc, cfg, vae, text, device)
+    pool.next_seed += step * 1000  # a resumed run sees new clips
+    masks = {}
+    start, running = time.time(), []
+    bar = tqdm(total=tc.steps, initial=step, desc="dit", unit="step")
+    while step < tc.steps and time.time() - start < tc.max_minutes * 60:
+        if step % tc.pool_steps == 0 or not pool.latents:
+            pool.refresh()
+        large = step % tc.large_every == tc.large_every - 1
+        size, count = (256, tc.batch_large) if large else (128, tc.batch_small)
+        latents, states = pool.batch(size, count)
+        n = (latents.shape[-2] // 2) * (latents.shape[-1] // 2)
+        if n not in masks:
+            masks[n] = frame_causal_mask(tc.frames, n, cfg.window.sinks, cfg.window.m, device, copies=2)
+        gap = int(torch.randint(0, tc.max_sink_gap + 1, ()).item()) if torch.rand(()) < 0.5 else 0
+        lr = tc.lr * min(1.0, (step + 1) / tc.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = flow_loss(model, latents, states, masks[n], gap)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - tc.ema)
+        running.append(loss.detach())
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            value = torch.stack(running).mean().item()
+            running.clear()
+            history.append((step, value))
+            bar.set_postfix(loss=f"{value:.4f}")
+        if step % 1000 == 0:
+            save()
+    bar.close()
+    save()
+    summary = {
+        "step": step,
+        "final_loss": history[-1][1] if history else None,
+        "minutes_this_call": (time.time() - start) / 60,
+    }
+    (tc.ckpt / "summary_dit.json").write_text(json.dumps(summary, indent=1))
+    log.info("dit training: %s", summary)
+    return summary
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--vae", type=Path, required=True)
+    p.add_argument("--export", type=Path, default=None)
+    p.add_argument("--text-model", type=Path, default=None)
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--max-minutes", type=float, default=8.0)
+    p.add_argument("--batch-small", type=int, default=48)
+    p.add_argument("--batch-large", type=int, default=8)
+    p.add_argument("--pool-clips", type=int, default=1024)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--device", default="cuda")
+    a = p.parse_args()
+    train(
+        DiTTrainConfig(
+            ckpt=a.ckpt,
+            vae=a.vae,
+            export=a.export,
+            text_model=a.text_model,
+            steps=a.steps,
+            max_minutes=a.max_minutes,
+            batch_small=a.batch_small,
+            batch_large=a.batch_large,
+            pool_clips=a.pool_clips,
+            frames=a.frames,
+            device=a.device,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
