@@ -1,7 +1,7 @@
 """Stream latency and fan-out: generated frame -> decoded frame over WebRTC on loopback.
 
-The real server runs in this process (its own thread and loop); aiortc viewers connect to it
-on 127.0.0.1. Each generated frame gets its number painted as a row of black/white blocks
+The real server runs in this process (its own thread and loop); aiortc viewers, one process
+each, connect to it on 127.0.0.1. Each generated frame gets its number painted as a row of black/white blocks
 and its generation time recorded; a viewer reads the number back from the decoded frame, so
 latency = decode time - generation time on one clock, through the real encoder, RTP, jitter
 buffer and decoder. Phases: 1 viewer, then N viewers (the generator's fps is compared), then
@@ -22,20 +22,26 @@ import argparse
 import asyncio
 import json
 import logging
+import math
+import multiprocessing
 import os
 import platform
+import sys
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.checkpoint import WEIGHTS_DIR
-from stream.browser import CHROMIUM, CHROMIUM_FLAGS
-from stream.client import StreamClient
-from stream.config import ServerConfig
-from stream.server import BackgroundServer, load_generator
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.checkpoint import WEIGHTS_DIR  # noqa: E402
+from stream.browser import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
+from stream.client import StreamClient  # noqa: E402
+from stream.config import ServerConfig  # noqa: E402
+from stream.server import BackgroundServer, load_generator  # noqa: E402
 
 BITS = 16  # frame numbers modulo 2**16 fit in one row of blocks
 
@@ -95,49 +101,72 @@ def read_code(frame: np.ndarray) -> int:
     return code
 
 
-async def watch(viewer: StreamClient, stop: asyncio.Event, stamps: StampedGenerator, out: list[float]) -> int:
-    """Collect latencies (ms) until `stop`; returns how many frames carried an unknown code."""
-    unknown = 0
-    while not stop.is_set():
-        try:
-            frame = await viewer.next_frame(timeout=0.5)
-        except TimeoutError:
-            continue
-        generated = stamps.generated(read_code(frame.image))
-        if generated is None or frame.received_at < generated:
-            unknown += 1
-        else:
-            out.append((frame.received_at - generated) * 1e3)
-    return unknown
+def viewer_process(url: str, seconds: float, conn: Connection) -> None:
+    """One aiortc viewer in its own process, as a remote viewer would be: it shares no GIL with the
+    server. Says "ready" once frames flow, waits for "go", then sends back (code, decode time)
+    pairs; time.monotonic() is one clock for every process on Linux. It runs at the lowest CPU
+    priority: on a small machine it then takes only what the server leaves idle, as a viewer on
+    another machine would, and the fps comparison measures the server's own per-viewer cost."""
+    os.nice(19)
+
+    async def main() -> list[tuple[int, float]]:
+        async with StreamClient(url) as viewer:
+            await viewer.next_frame(timeout=30)
+            conn.send("ready")
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            viewer.drain()
+            seen, end = [], time.monotonic() + seconds
+            while time.monotonic() < end:
+                try:
+                    frame = await viewer.next_frame(timeout=0.5)
+                except TimeoutError:
+                    continue
+                seen.append((read_code(frame.image), frame.received_at))
+            return seen
+
+    conn.send(asyncio.run(main()))
 
 
-async def phase(srv: BackgroundServer, stamps: StampedGenerator, viewers: int, warmup: float, seconds: float) -> dict:
+def phase(
+    srv: BackgroundServer, stamps: StampedGenerator, viewers: int, warmup: float, seconds: float
+) -> tuple[dict, list[float]]:
+    """Run `viewers` viewer processes; returns the phase's summary and its latencies (ms)."""
     metrics = srv.server.metrics.registry
-    clients = [StreamClient(srv.url) for _ in range(viewers)]
+    ctx = multiprocessing.get_context("spawn")
+    pipes = [ctx.Pipe() for _ in range(viewers)]
+    procs = [ctx.Process(target=viewer_process, args=(srv.url, seconds, child)) for _, child in pipes]
+    for proc in procs:
+        proc.start()
     try:
-        for c in clients:
-            await c.connect()
-        await asyncio.sleep(warmup)  # bitrate ramp-up, first keyframes, allocator warm-up
-        for c in clients:
-            c.drain()
-        stop = asyncio.Event()
-        latencies: list[list[float]] = [[] for _ in clients]
-        tasks = [asyncio.ensure_future(watch(c, stop, stamps, lat)) for c, lat in zip(clients, latencies, strict=True)]
+        for parent, _ in pipes:
+            if not parent.poll(60) or parent.recv() != "ready":
+                raise RuntimeError("a viewer process did not start receiving frames")
+        time.sleep(warmup)  # bitrate ramp-up, first keyframes, allocator warm-up
+        for parent, _ in pipes:
+            parent.send("go")
         frames0, t0 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
-        await asyncio.sleep(seconds)
+        time.sleep(seconds)
         frames1, t1 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
-        stop.set()
-        unknown = sum(await asyncio.gather(*tasks))
+        results = [parent.recv() for parent, _ in pipes]
     finally:
-        await asyncio.gather(*(c.close() for c in clients))
+        for proc in procs:
+            proc.join(30)
+    latencies, unknown = [], 0
+    for seen in results:
+        for code, received_at in seen:
+            generated = stamps.generated(code)
+            if generated is None or received_at < generated:
+                unknown += 1
+            else:
+                latencies.append((received_at - generated) * 1e3)
     return {
         "viewers": viewers,
-        "client": "aiortc",
+        "client": "aiortc, one process per viewer",
         "generator_fps": round((frames1 - frames0) / (t1 - t0), 2),
-        "frames_decoded_per_viewer": [len(lat) for lat in latencies],
+        "frames_decoded_per_viewer": [len(seen) for seen in results],
         "frames_with_unreadable_code": unknown,
-        "latency_ms": summary([x for lat in latencies for x in lat]),
-    }
+        "latency_ms": summary(latencies),
+    }, latencies
 
 
 def summary(latencies_ms: list[float]) -> dict:
@@ -222,6 +251,7 @@ def main() -> None:
     p.add_argument("--viewers", type=int, default=4)
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--rounds", type=int, default=2, help="alternate 1 and N viewers this many times (noise)")
     p.add_argument("--target-fps", type=float, default=30.0, help="the server's cap (1000 = uncapped)")
     p.add_argument("--codec", choices=("h264", "vp8"), default="vp8", help="VP8: what Debian's Chromium gets")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stream_latency.json")
@@ -240,16 +270,24 @@ def main() -> None:
         max_viewers=args.viewers,
     )
     stamps = StampedGenerator(load_generator(config))
+    load_before = os.getloadavg()
     with BackgroundServer(config, stamps) as srv:
-        one = asyncio.run(phase(srv, stamps, 1, args.warmup, args.seconds))
-        many = asyncio.run(phase(srv, stamps, args.viewers, args.warmup, args.seconds))
+        phases, latencies = [], {1: [], args.viewers: []}
+        for _ in range(args.rounds):
+            for n in (1, args.viewers):
+                summary_n, latencies_n = phase(srv, stamps, n, args.warmup, args.seconds)
+                phases.append(summary_n)
+                latencies[n] += latencies_n
         browser = chromium_phase(srv, stamps, args.warmup, args.seconds)
 
     import torch
 
-    ratio = many["generator_fps"] / one["generator_fps"]
+    def median_fps(viewers: int) -> float:
+        return float(np.median([p["generator_fps"] for p in phases if p["viewers"] == viewers]))
+
+    ratio = median_fps(args.viewers) / median_fps(1)
     result = {
-        "what": "generated frame -> decoded frame over WebRTC on 127.0.0.1, aiortc viewers in-process",
+        "what": "generated frame -> decoded frame over WebRTC on 127.0.0.1",
         "model": args.model,
         "size": [args.size, args.size],
         "device": str(stamps.device),
@@ -261,11 +299,15 @@ def main() -> None:
         "codec": args.codec,
         "target_fps": args.target_fps,
         "seconds_per_phase": args.seconds,
-        "phases": [one, many] + ([browser] if browser else []),
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "phases": phases + ([browser] if browser else []),
+        "generator_fps_median": {"1": median_fps(1), str(args.viewers): median_fps(args.viewers)},
+        "aiortc_latency_ms": {str(n): summary(v) for n, v in latencies.items()},
         "fps_ratio_many_vs_one": round(ratio, 3),
         "targets": {
             # judged on what a person sees (Chromium) where it ran, else on the aiortc upper bound
-            "latency_p95_ms_le_150": (browser or one)["latency_ms"].get("p95", float("inf")) <= 150,
+            "latency_p95_ms_le_150": (browser["latency_ms"] if browser else summary(latencies[1])).get("p95", math.inf)
+            <= 150,
             "fps_within_5_percent": abs(ratio - 1) <= 0.05,
         },
     }

@@ -182,6 +182,7 @@ class StreamingGenerator:
         timer = StageTimer(self.device)
         t = self.cache.frames
         self.cache.append()
+        context_frames = self.cache.context_frames
 
         source_tokens = None
         if source is not None:
@@ -202,7 +203,7 @@ class StreamingGenerator:
             "frame": t,
             "mode": mode,
             "kept_ratio": kept_ratio,
-            "kv_frames": self.cache.context_frames,
+            "kv_frames": context_frames,
             "stages_ms": stages,
             "total_ms": sum(stages.values()),
         }
@@ -298,7 +299,8 @@ class StreamingGenerator:
         m_degree = pruned and mode == "m-degree" and len(self.noisy_kv) == len(sigmas)
         write_idx = self.cache.token_index(self.cache.current_slot, keep_idx)
         noisy_kv = []
-        for i, (sigma, sigma_next) in enumerate(zip(sigmas, next_sigmas(sigmas))):
+        steps = list(zip(sigmas, next_sigmas(sigmas))) if keep_idx.numel() else []  # all pruned: a still frame
+        for i, (sigma, sigma_next) in enumerate(steps):
             if m_degree:
                 self._recover(t, pruned_idx, self.noisy_kv[i])
             timestep = torch.full((1, 1), sigma * 1000.0, device=self.device)
@@ -311,8 +313,9 @@ class StreamingGenerator:
         # cache pass: the clean frame's K/V (and K before RoPE) go into the cache for later frames
         if m_degree:
             self._recover(t, pruned_idx, None)
-        zero = torch.zeros((1, 1), device=self.device)
-        self.runner(x.to(self.dtype), pos, zero, text_kv, write_idx, True, key_mask)
+        if keep_idx.numel():
+            zero = torch.zeros((1, 1), device=self.device)
+            self.runner(x.to(self.dtype), pos, zero, text_kv, write_idx, True, key_mask)
         self.cache.commit()
         self.previous_clean = clean
         return clean

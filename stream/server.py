@@ -101,7 +101,7 @@ class StreamServer:
         return web.FileResponse(STATIC_DIR / "index.html")
 
     async def health(self, request: web.Request) -> web.Response:
-        alive = self._worker is not None and self._worker.alive
+        alive = self.worker.alive
         snap = self.worker.snapshot
         body = {
             "status": "ok" if alive else "generator worker is not running",
@@ -111,6 +111,7 @@ class StreamServer:
             "max_viewers": self.config.max_viewers,
             "frame": snap.frame,
             "fps": round(snap.fps, 2),
+            "last_error": snap.error,
         }
         return web.json_response(body, status=200 if alive else 503)
 
@@ -227,6 +228,7 @@ class StreamServer:
             dropped=viewer.frames.dropped,
             source_frames=snap.source_frames,
             mask=_encode_mask(snap.mask),
+            error=snap.error,
         )
 
     async def _connect_deadline(self, viewer: Viewer) -> None:
@@ -339,6 +341,10 @@ class BackgroundServer:
         if self._failure is not None:
             raise RuntimeError("server failed to start") from self._failure
         return self
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+        """Run a coroutine on the server's loop (where its state lives) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import math
 import queue
 import threading
 import time
@@ -77,6 +78,7 @@ class Snapshot:
     prompt: str = ""
     lipar: bool = False
     source_frames: int = 0  # camera frames taken by the generator
+    error: str | None = None  # why the last step failed; None once a step succeeds again
 
 
 class GeneratorWorker:
@@ -104,8 +106,10 @@ class GeneratorWorker:
         self._source_lock = threading.Lock()
         self._source: av.VideoFrame | np.ndarray | None = None
         self._source_owner: str | None = None  # the viewer whose camera drives v2v
+        self._held_source: np.ndarray | None = None  # worker thread only
         self._produced: collections.deque[float] = collections.deque()
         self._next_index = 0
+        self._last_due = -math.inf
         self._snapshot = Snapshot(lipar=bool(generator.lipar.enabled))
         # the generator cannot step without a prompt; this future tells the server whether it took
         self.first_prompt = self.submit(SetPrompt(prompt))
@@ -193,9 +197,10 @@ class GeneratorWorker:
             started = time.monotonic()
             try:
                 out = self._gen.step(self._take_source() if snap.mode == "v2v" else None)
-            except Exception:
+            except Exception as exc:
                 logger.exception("generator step failed; retrying in %.1f s", _ERROR_BACKOFF_S)
                 self._metrics.generator_errors.inc()
+                self._snapshot = replace(self._snapshot, error=f"{type(exc).__name__}: {exc}")
                 self._stopping.wait(_ERROR_BACKOFF_S)
                 continue
             finished = time.monotonic()
@@ -210,10 +215,13 @@ class GeneratorWorker:
         period = max(finished - started, n * self._min_frame_interval) / n
         items = []
         for i, image in enumerate(out.frames):
+            # never due sooner than target_fps allows, even when one step ran faster than the last
+            due = max(finished + i * period, self._last_due + self._min_frame_interval)
             yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
-            items.append(FrameItem(yuv.to_ndarray(), self._next_index, finished + i * period))
+            items.append(FrameItem(yuv.to_ndarray(), self._next_index, due))
             self._next_index += 1
-            self._produced.append(finished + i * period)
+            self._last_due = due
+            self._produced.append(due)
         self._loop.call_soon_threadsafe(self._schedule, items)
 
         stats = out.stats
@@ -228,6 +236,7 @@ class GeneratorWorker:
             kept_ratio=float(stats["kept_ratio"]),
             stages_ms={k: round(float(v), 2) for k, v in stats["stages_ms"].items()},
             mask=np.asarray(out.mask, dtype=bool),
+            error=None,
         )
         self._refresh_fps(finished)
 
@@ -242,15 +251,19 @@ class GeneratorWorker:
             self._snapshot = replace(self._snapshot, fps=fps)
 
     def _take_source(self) -> np.ndarray | None:
+        """The camera's newest frame, held until a newer one comes: a camera slower than the
+        generator must not make it flip between v2v and t2v (each flip restarts the LIPAR mask)."""
         with self._source_lock:
+            if self._source_owner is None:  # the camera's viewer left
+                self._held_source = None
             frame, self._source = self._source, None
-        if frame is None:
-            return None  # no camera frame yet: text-to-video keeps the stream alive meanwhile
-        self._snapshot = replace(self._snapshot, source_frames=self._snapshot.source_frames + 1)
-        if isinstance(frame, av.VideoFrame):
-            # resize while converting: one swscale pass, and the generator gets its own size
-            return frame.to_ndarray(format="rgb24", width=self._gen.width, height=self._gen.height)
-        return frame
+        if frame is not None:
+            self._snapshot = replace(self._snapshot, source_frames=self._snapshot.source_frames + 1)
+            if isinstance(frame, av.VideoFrame):
+                # resize while converting: one swscale pass, and the generator gets its own size
+                frame = frame.to_ndarray(format="rgb24", width=self._gen.width, height=self._gen.height)
+            self._held_source = frame
+        return self._held_source  # None until the first camera frame: text-to-video meanwhile
 
     def _apply_commands(self) -> None:
         while True:
@@ -276,6 +289,7 @@ class GeneratorWorker:
             with self._source_lock:
                 self._source_owner = viewer if command.mode == "v2v" else None
                 self._source = None
+            self._held_source = None
             self._snapshot = replace(snap, mode=command.mode)
         elif isinstance(command, SetLipar):
             self._gen.set_lipar(_lipar_config(self._gen, command))

@@ -47,9 +47,9 @@ class DiTTrainConfig:
     frames: int = 16
     batch_small: int = 48  # clips per step at 128x128
     batch_large: int = 8  # clips per step at 256x256
-    large_every: int = 4  # one 256x256 step in this many
+    large_every: int = 4  # one 256x256 step in this many; 0 = train at 128x128 only (CPU runs)
     pool_clips: int = 1024
-    pool_steps: int = 150
+    pool_steps: int = 300
     lr: float = 3e-4
     warmup: int = 300
     ema: float = 0.999
@@ -115,7 +115,7 @@ class ClipPool:
     def refresh(self) -> None:
         from train.dataset import caption, render, sample_clip
 
-        for size in (128, 256):
+        for size in (128, 256) if self.tc.large_every else (128,):
             count = self.tc.pool_clips if size == 128 else max(self.tc.pool_clips // 4, self.tc.batch_large)
             params = [sample_clip(self.next_seed + i, self.tc.frames) for i in range(count)]
             captions = [caption(p, self.next_seed + i) for i, p in enumerate(params)]
@@ -153,16 +153,16 @@ def save_curve(history: list[tuple[int, float]], path: Path) -> None:
 
 def train(tc: DiTTrainConfig) -> dict:
     from engine.text import build_text_encoder
-    from engine.vae import FrameVAE
+    from engine.vae import build_vae
 
     torch.manual_seed(tc.seed)
     device = torch.device(tc.device if torch.cuda.is_available() or tc.device == "cpu" else "cpu")
     cfg = get_config("tiny")
     tc.ckpt.mkdir(parents=True, exist_ok=True)
-    vae = FrameVAE(cfg.latent_channels)
+    vae = build_vae(cfg)
     load_state(vae, tc.vae)
     vae.to(device).eval()
-    text = build_text_encoder(cfg, path=tc.text_model)
+    text = build_text_encoder(cfg, path=tc.text_model).encoder.to(device)  # batched, on the GPU
 
     model = CausalDiT(cfg)
     init_weights(model, tc.seed)
@@ -199,11 +199,12 @@ def train(tc: DiTTrainConfig) -> dict:
     pool.next_seed += step * 1000  # a resumed run sees new clips
     masks = {}
     start, running = time.time(), []
+    last_save = start
     bar = tqdm(total=tc.steps, initial=step, desc="dit", unit="step")
     while step < tc.steps and time.time() - start < tc.max_minutes * 60:
         if step % tc.pool_steps == 0 or not pool.latents:
             pool.refresh()
-        large = step % tc.large_every == tc.large_every - 1
+        large = tc.large_every > 0 and step % tc.large_every == tc.large_every - 1
         size, count = (256, tc.batch_large) if large else (128, tc.batch_small)
         latents, states = pool.batch(size, count)
         n = (latents.shape[-2] // 2) * (latents.shape[-1] // 2)
@@ -230,8 +231,9 @@ def train(tc: DiTTrainConfig) -> dict:
             running.clear()
             history.append((step, value))
             bar.set_postfix(loss=f"{value:.4f}")
-        if step % 1000 == 0:
+        if time.time() - last_save > 300:  # every 5 minutes: a killed run loses little
             save()
+            last_save = time.time()
     bar.close()
     save()
     summary = {
@@ -255,25 +257,16 @@ def main() -> None:
     p.add_argument("--max-minutes", type=float, default=8.0)
     p.add_argument("--batch-small", type=int, default=48)
     p.add_argument("--batch-large", type=int, default=8)
+    p.add_argument("--large-every", type=int, default=4, help="one 256x256 step in this many; 0: 128x128 only")
     p.add_argument("--pool-clips", type=int, default=1024)
+    p.add_argument("--pool-steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--device", default="cuda")
     a = p.parse_args()
-    train(
-        DiTTrainConfig(
-            ckpt=a.ckpt,
-            vae=a.vae,
-            export=a.export,
-            text_model=a.text_model,
-            steps=a.steps,
-            max_minutes=a.max_minutes,
-            batch_small=a.batch_small,
-            batch_large=a.batch_large,
-            pool_clips=a.pool_clips,
-            frames=a.frames,
-            device=a.device,
-        )
-    )
+    fields = {k: v for k, v in vars(a).items()}
+    train(DiTTrainConfig(**fields))
 
 
 if __name__ == "__main__":

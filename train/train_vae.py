@@ -40,8 +40,9 @@ class VaeTrainConfig:
     lr: float = 1e-3
     warmup: int = 200
     sizes: tuple[int, ...] = (128, 256)
-    frames_per_step: tuple[int, ...] = (256, 64)  # per size: equal pixel counts at 128 and 256
+    frames_per_step: tuple[int, ...] = (256, 48)  # per size; 128 (the tiny model's size) gets more pixels
     clip_frames: int = 2  # frames rendered per clip: fewer frames per clip = more varied batches
+    reuse: int = 4  # each rendered frame is trained on this many times on average (see FramePool)
     save_every: int = 500
     log_every: int = 50
     eval_clips: int = 32
@@ -52,7 +53,7 @@ class VaeTrainConfig:
     edge_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        positive = ("steps", "warmup", "clip_frames", "save_every", "log_every", "eval_clips", "eval_frames")
+        positive = ("steps", "warmup", "clip_frames", "reuse", "save_every", "log_every", "eval_clips", "eval_frames")
         for name in (*positive, "stats_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -64,8 +65,8 @@ class VaeTrainConfig:
             raise ValueError(
                 f"frames_per_step needs one positive count per size {self.sizes}, got {self.frames_per_step}"
             )
-        if max(self.frames_per_step) > _MAX_CLIPS * self.clip_frames:
-            raise ValueError(f"frames_per_step may be at most {_MAX_CLIPS * self.clip_frames}")
+        if max(self.frames_per_step) * self.reuse > _MAX_CLIPS * self.clip_frames:
+            raise ValueError(f"frames_per_step * reuse may be at most {_MAX_CLIPS * self.clip_frames}")
         if self.max_minutes is not None and self.max_minutes < 0:
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
         if self.edge_weight < 0:
@@ -73,23 +74,51 @@ class VaeTrainConfig:
 
 
 def to_model_frames(video: Tensor) -> Tensor:
-    """uint8 (B, T, H, W, 3) -> float (B*T, 3, H, W) in [-1, 1]; the permute leaves it channels-last."""
-    return video.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    """uint8 (..., H, W, 3) -> float (N, 3, H, W) in [-1, 1]; the permute leaves it channels-last."""
+    return video.reshape(-1, *video.shape[-3:]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def render_frames(seeds: list[int], clip_frames: int, count: int, size: int, device: torch.device) -> Tensor:
-    """The first `count` frames of the clips drawn from `seeds`: (count, 3, size, size) in [-1, 1]."""
+    """The first `count` frames of the clips drawn from `seeds`: uint8 (count, size, size, 3)."""
     video = render([sample_clip(s, clip_frames) for s in seeds], size, device)
-    return to_model_frames(video)[:count]
+    return video.flatten(0, 1)[:count]
 
 
-def training_frames(cfg: VaeTrainConfig, step: int, size_index: int, device: torch.device) -> Tensor:
-    """The batch of one step at one size; seeds follow from (seed, step), so a resumed run is the same run."""
-    count = cfg.frames_per_step[size_index]
+def training_frames(cfg: VaeTrainConfig, step: int, size_index: int, device: torch.device, count: int) -> Tensor:
+    """`count` new frames for one step at one size, uint8 (count, H, W, 3); seeds follow from (seed, step)."""
     clips = math.ceil(count / cfg.clip_frames)
     base = ((cfg.seed * 1_000_003 + step) * len(cfg.sizes) + size_index) * _MAX_CLIPS
     seeds = [(base + i) % HELDOUT_SEEDS_START for i in range(clips)]
     return render_frames(seeds, cfg.clip_frames, count, cfg.sizes[size_index], device)
+
+
+class FramePool:
+    """Rendered frames kept on the device, each trained on `cfg.reuse` times on average.
+
+    Rendering is bound by Python (measured on an H200 host: ~50 ms for 256 frames at 128 against
+    ~60 ms for the whole VAE step), so each step renders only 1/reuse of a batch over the oldest
+    frames and draws the batch at random from the whole pool, half of it mirrored.
+    """
+
+    def __init__(self, cfg: VaeTrainConfig, size_index: int, device: torch.device, start_step: int) -> None:
+        self.cfg, self.size_index, self.device = cfg, size_index, device
+        self.batch = cfg.frames_per_step[size_index]
+        self.fresh = math.ceil(self.batch / cfg.reuse)
+        # negative steps: seeds no training step draws
+        self.frames = training_frames(cfg, -1 - start_step, size_index, device, self.batch * cfg.reuse)
+        self.oldest = 0
+        self.generator = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + start_step * 8 + size_index)
+
+    def draw(self, step: int) -> Tensor:
+        """Refresh the pool, then a batch (batch, 3, H, W) in [-1, 1]."""
+        n = len(self.frames)
+        slots = torch.arange(self.oldest, self.oldest + self.fresh, device=self.device) % n
+        self.frames[slots] = training_frames(self.cfg, step, self.size_index, self.device, self.fresh)
+        self.oldest = (self.oldest + self.fresh) % n
+        pick = torch.randperm(n, device=self.device, generator=self.generator)[: self.batch]
+        x = to_model_frames(self.frames[pick])  # (batch, 3, H, W)
+        mirror = torch.rand(self.batch, 1, 1, 1, device=self.device, generator=self.generator) < 0.5
+        return torch.where(mirror, x.flip(-1), x)
 
 
 def reconstruction_loss(recon: Tensor, target: Tensor, edge_weight: float) -> Tensor:
@@ -112,7 +141,7 @@ def evaluate_psnr(vae, cfg: VaeTrainConfig, device: torch.device) -> dict[int, f
         psnrs = []
         for start in range(0, cfg.eval_clips, 16):
             seeds = [HELDOUT_SEEDS_START + i for i in range(start, min(start + 16, cfg.eval_clips))]
-            frames = render_frames(seeds, cfg.eval_frames, len(seeds) * cfg.eval_frames, size, device)
+            frames = to_model_frames(render_frames(seeds, cfg.eval_frames, len(seeds) * cfg.eval_frames, size, device))
             with _autocast(device):
                 recon = _roundtrip(vae, frames)
             quantised = ((recon.float().clamp(-1, 1) + 1) * 127.5).round()
@@ -136,7 +165,7 @@ def measure_latent_stats(vae, cfg: VaeTrainConfig, device: torch.device) -> tupl
             count = min(64, per_size - start)
             seeds = [_STATS_SEEDS + size_index * 100_000 + start + i for i in range(count)]
             with _autocast(device):
-                raw = vae.encode(render_frames(seeds, 1, count, size, device)).float()  # (N, C, h, w)
+                raw = vae.encode(to_model_frames(render_frames(seeds, 1, count, size, device))).float()  # (N, C, h, w)
             total += raw.sum(dim=(0, 2, 3))
             total_sq += raw.pow(2).sum(dim=(0, 2, 3))
             n += raw.shape[0] * raw.shape[2] * raw.shape[3]
@@ -155,7 +184,7 @@ def train(
     ckpt_dir: str | Path,
     export: str | Path | None = None,
     device: str = "auto",
-    compile_model: bool | None = None,
+    compile_model: bool = False,
 ) -> dict:
     """Train (resuming from `ckpt_dir`), evaluate, store latent stats, export. Returns a summary dict."""
     from engine.checkpoint import save_state
@@ -171,7 +200,7 @@ def train(
         vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=1e-4, fused=dev.type == "cuda"
     )
     state = load_checkpoint(ckpt_dir)
-    history: dict[str, list] = {"loss": [], "psnr": []}
+    history: dict[str, list] = {"loss": []}  # name -> [(step, value)], one plot each
     start_step = 0
     if state is not None:
         try:
@@ -181,8 +210,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         start_step, history = state["step"], state["history"]
         log.info("resumed %s at step %d", ckpt_dir, start_step)
-    compile_model = dev.type == "cuda" if compile_model is None else compile_model
-    roundtrip = torch.compile(_roundtrip) if compile_model else _roundtrip
+    # static shapes: one graph per size; dynamic ones took minutes to compile and ran no faster
+    roundtrip = torch.compile(_roundtrip, dynamic=False) if compile_model else _roundtrip
 
     def save(step: int) -> None:
         save_checkpoint(
@@ -190,11 +219,11 @@ def train(
              "config": dataclasses.asdict(cfg)},
             ckpt_dir,
         )  # fmt: skip
-        plot_curves(ckpt_dir / "loss.png", {"loss": history["loss"], "held-out PSNR (dB)": history["psnr"]},
-                    f"FrameVAE, sizes {cfg.sizes}", log_scale=("loss",))  # fmt: skip
+        plot_curves(ckpt_dir / "loss.png", history, f"FrameVAE, sizes {cfg.sizes}", log_scale=("loss",))
 
     pixels = [n * s * s for n, s in zip(cfg.frames_per_step, cfg.sizes, strict=True)]
     weights = [p / sum(pixels) for p in pixels]
+    pools = [FramePool(cfg, i, dev, start_step) for i in range(len(cfg.sizes))]
     step = start_step
     running = torch.zeros((), device=dev)
     since_log, log_clock = 0, time.monotonic()
@@ -206,8 +235,8 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
         optimizer.zero_grad(set_to_none=True)
-        for size_index, weight in enumerate(weights):
-            frames = training_frames(cfg, step, size_index, dev)
+        for pool, weight in zip(pools, weights, strict=True):
+            frames = pool.draw(step)
             with _autocast(dev):
                 recon = roundtrip(vae, frames)
             loss = reconstruction_loss(recon, frames, cfg.edge_weight) * weight
@@ -229,7 +258,8 @@ def train(
             save(step)
     bar.close()
     psnr = evaluate_psnr(vae, cfg, dev)
-    history["psnr"].append((step, min(psnr.values())))
+    for size, value in psnr.items():
+        history.setdefault(f"held-out PSNR {size} (dB)", []).append((step, value))
     save(step)
     mean, std = measure_latent_stats(vae, cfg, dev)
     vae.set_latent_stats(mean, std)
@@ -256,8 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint folder; resumed if it holds one")
     p.add_argument("--export", type=Path, help="write the trained VAE here (fp16 safetensors)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the VAE (default: on CUDA)")  # fmt: skip
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the VAE round trip (the first steps then take minutes)")  # fmt: skip
     p.add_argument("--steps", type=int, default=defaults.steps, help="total steps of the whole run")
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--warmup", type=int, default=defaults.warmup)
@@ -265,6 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--frames-per-step", type=int, nargs="+", default=list(defaults.frames_per_step),
                    help="frames per step at each size")  # fmt: skip
     p.add_argument("--clip-frames", type=int, default=defaults.clip_frames)
+    p.add_argument("--reuse", type=int, default=defaults.reuse, help="average uses of each rendered frame")
     p.add_argument("--save-every", type=int, default=defaults.save_every)
     p.add_argument("--log-every", type=int, default=defaults.log_every)
     p.add_argument("--eval-clips", type=int, default=defaults.eval_clips)
@@ -277,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         cfg = VaeTrainConfig(
             steps=args.steps, lr=args.lr, warmup=args.warmup, sizes=tuple(args.sizes),
-            frames_per_step=tuple(args.frames_per_step), clip_frames=args.clip_frames,
+            frames_per_step=tuple(args.frames_per_step), clip_frames=args.clip_frames, reuse=args.reuse,
             save_every=args.save_every, log_every=args.log_every, eval_clips=args.eval_clips,
             eval_frames=args.eval_frames, stats_frames=args.stats_frames, seed=args.seed,
             max_minutes=args.max_minutes,

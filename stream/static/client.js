@@ -114,7 +114,8 @@ async function connect() {
     const body = await response.json().catch(() => ({}));
     if (pc !== peer) return; // a newer attempt replaced this one
     if (response.status === 503) {
-      scheduleRetry(`Server busy: ${body.error || "too many viewers"}.`);
+      const reason = body.error || "server busy";
+      scheduleRetry(`${reason[0].toUpperCase()}${reason.slice(1)}.`);
       return;
     }
     if (!response.ok) {
@@ -135,8 +136,7 @@ function send(message) {
 }
 
 async function onChannelOpen() {
-  // a reconnect restores what this page was doing
-  send({ type: "lipar", enabled: $("lipar").checked });
+  // a reconnect restores this page's source; shared settings (prompt, LIPAR) stay as the server has them
   if (source) {
     await sender.replaceTrack(source.getVideoTracks()[0]);
     send({ type: "mode", mode: "v2v" });
@@ -149,8 +149,11 @@ function onServerMessage(msg) {
   if (msg.type === "stats") updateHud(msg);
   else if (msg.type === "error") showMessage(`Server: ${msg.message}`);
   else if (msg.type === "hello") {
+    $("state").dataset.viewer = msg.viewer; // matches the server's log lines
+    $("state").title = `viewer ${msg.viewer}`;
     $("prompt").maxLength = msg.max_prompt_chars;
     document.querySelector(".screen").style.aspectRatio = `${msg.width} / ${msg.height}`;
+    document.querySelector(".stage").style.maxWidth = `calc(72vh * ${msg.width} / ${msg.height})`;
   }
 }
 
@@ -164,6 +167,7 @@ function updateHud(stats) {
   $("pause").textContent = stats.paused ? "Resume" : "Pause";
   $("pause").dataset.paused = stats.paused ? "1" : "";
   $("lipar").checked = stats.lipar; // the stream is shared: show what it does now
+  if (stats.error) showMessage(`The generator is failing: ${stats.error}`);
   lastMask = stats.mask;
   drawMask();
 }
@@ -306,6 +310,7 @@ function sendPrompt() {
     return;
   }
   const frames = Math.max(0, Math.min(1000, parseInt($("transition").value, 10) || 0));
+  clearMessage(); // an earlier refusal no longer applies
   send({ type: "prompt", text, transition_frames: frames });
   if (history[history.length - 1] !== text) history.push(text);
   historyPos = history.length;
@@ -332,5 +337,7 @@ $("retry").addEventListener("click", () => {
   connect();
 });
 window.addEventListener("resize", drawMask);
+// closing the connection tells the server at once, so the viewer slot is free for someone else
+window.addEventListener("pagehide", teardown);
 
 connect();

@@ -3,6 +3,8 @@
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 from engine.checkpoint import WEIGHTS_DIR
@@ -18,11 +20,12 @@ pytestmark = pytest.mark.skipif(
 TRAINED = (WEIGHTS_DIR / "tiny" / "dit.safetensors").is_file()
 SCREENSHOT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "stream_page.png"
 TIMEOUT_MS = 20_000
+MAX_VIEWERS = 2
 
 
 @pytest.fixture(scope="module")
 def server():
-    config = ServerConfig(port=0, device="cpu", size=(128, 128), random_weights=not TRAINED)
+    config = ServerConfig(port=0, device="cpu", size=(128, 128), random_weights=not TRAINED, max_viewers=MAX_VIEWERS)
     with BackgroundServer(config) as srv:
         yield srv
 
@@ -35,12 +38,21 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, server):
+def open_page(browser, server):
     page = browser.new_page(viewport={"width": 1100, "height": 760})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(server.url)
+    return page
+
+
+def wait_connected(page) -> None:
     page.wait_for_function("document.getElementById('state').dataset.state === 'connected'")
+
+
+@pytest.fixture
+def page(browser, server):
+    page = open_page(browser, server)
+    wait_connected(page)
     yield page
     page.close()
 
@@ -69,6 +81,11 @@ def test_page_connects_plays_and_shows_the_typed_prompt(page) -> None:
     assert float(page.text_content("#fps")) > 0
     assert page.is_hidden("#message")
 
+    page.evaluate("send({type: 'teleport'})")  # what a buggy or hostile client might send
+    page.wait_for_function("document.getElementById('message').textContent.includes('unknown message type')")
+    start = current_time(page)
+    page.wait_for_function(f"document.getElementById('video').currentTime > {start} + 0.5")  # still playing
+
 
 def test_camera_mode_sends_the_fake_camera_and_frames_come_back(page, server) -> None:
     worker = server.server.worker
@@ -94,3 +111,63 @@ def test_camera_mode_sends_the_fake_camera_and_frames_come_back(page, server) ->
     while worker.snapshot.mode != "t2v":
         assert time.monotonic() < deadline, "switching back to text-to-video did not reach the server"
         page.wait_for_timeout(100)
+
+
+def write_clip(path: Path, frames: int = 48, fps: int = 24) -> Path:
+    """A two-second VP8 WebM: a white square crossing a blue field."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libvpx", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(frames):
+            image = np.zeros((120, 160, 3), np.uint8)
+            image[:] = (30, 70, 220)
+            image[40:80, 2 * i : 2 * i + 40] = 255
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_file_mode_sends_a_short_clip_to_the_generator(page, server, tmp_path) -> None:
+    worker = server.server.worker
+    taken = worker.snapshot.source_frames
+    with page.expect_file_chooser() as chooser:
+        page.check("input[name=mode][value=file]")
+    chooser.value.set_files(str(write_clip(tmp_path / "clip.webm")))
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while worker.snapshot.source_frames < taken + 5:
+        assert time.monotonic() < deadline, f"no file frames reached the generator: {page.text_content('#message')}"
+        page.wait_for_timeout(100)
+    assert worker.snapshot.mode == "v2v"
+    wait_until_playing(page)
+    assert page.is_hidden("#message"), page.text_content("#message")
+
+
+def test_a_busy_server_and_a_dropped_connection_are_explained_and_retried(browser, server) -> None:
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while server.server.viewers:  # pages of earlier tests, closing
+        assert time.monotonic() < deadline, "closed pages kept their viewer slots"
+        time.sleep(0.1)
+    pages = [open_page(browser, server) for _ in range(MAX_VIEWERS)]
+    try:
+        for p in pages:
+            wait_connected(p)
+        extra = open_page(browser, server)
+        pages.append(extra)
+        extra.wait_for_function("document.getElementById('message').textContent.startsWith('Server busy')")
+        assert extra.get_attribute("#state", "data-state") == "disconnected"
+        assert "Retrying in" in extra.text_content("#message")
+        extra.close()
+        pages.remove(extra)
+
+        # the server drops the first page's connection: the page says so, then reconnects by itself
+        dropped = pages[0]
+        viewer_id = dropped.get_attribute("#state", "data-viewer")
+        server.call(server.server.viewers[viewer_id].pc.close())
+        dropped.wait_for_function("document.getElementById('state').dataset.state === 'disconnected'")
+        assert "Retrying in" in dropped.text_content("#message")
+        wait_connected(dropped)
+        wait_until_playing(dropped)
+        assert dropped.is_hidden("#message")
+    finally:
+        for p in pages:
+            p.close()

@@ -26,7 +26,7 @@ def test_text_to_video_step_shapes_and_stats(gen):
     assert out.mask.shape == (4, 4) and out.mask.all()
     assert out.stats["frame"] == 0 and out.stats["mode"] == "t2v" and out.stats["kept_ratio"] == 1.0
     assert {"mask", "dit", "decode"} <= set(out.stats["stages_ms"])
-    assert gen.step(None).stats["kv_frames"] == 1
+    assert out.stats["kv_frames"] == 0 and gen.step(None).stats["kv_frames"] == 1
 
 
 def test_reset_reproduces_the_stream(gen):
@@ -43,7 +43,7 @@ def test_video_to_video_runs_past_the_window(gen):
     gen.reset()
     for i in range(gen.cfg.window.slots + 2):
         out = gen.step(moving_square(i))
-    assert out.stats["mode"] == "v2v" and 0 < out.stats["kept_ratio"] <= 1
+    assert out.stats["mode"] == "v2v" and 0 <= out.stats["kept_ratio"] <= 1
     assert out.stats["kv_frames"] == gen.cfg.window.sinks + gen.cfg.window.m
     assert "encode" in out.stats["stages_ms"]
 
@@ -126,3 +126,15 @@ def test_lipar_off_and_on_agree_on_the_first_frame(gen):
     out = gen.step(moving_square(0))
     np.testing.assert_array_equal(a, out.frames[0])
     assert out.mask.all()
+
+
+def test_static_source_is_pruned_and_restored_exactly(gen):
+    """A still source: after the first frame nothing changes, every token is pruned, and the output
+    latent is the previous clean latent (restoration), so the decoded frame repeats exactly."""
+    gen.set_lipar(LiparConfig(enabled=True))
+    gen.reset()
+    still = moving_square(0)
+    outs = [gen.step(still) for _ in range(4)]
+    assert outs[0].stats["kept_ratio"] == 1.0
+    assert all(o.stats["kept_ratio"] == 0.0 for o in outs[1:])
+    np.testing.assert_array_equal(outs[1].frames[0], outs[3].frames[0])

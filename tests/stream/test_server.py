@@ -44,6 +44,7 @@ def test_viewer_receives_frames_and_stats(server) -> None:
         async with StreamClient(server.url) as viewer:
             hello = await viewer.next_message("hello", 5)
             frames = [await viewer.next_frame(10) for _ in range(20)]
+            viewer.drain()  # stats from before the stream got going
             stats = await viewer.next_message("stats", 5)
         assert (hello["width"], hello["height"], hello["viewer"]) == (128, 128, viewer.viewer_id)
         assert all(f.image.shape == (128, 128, 3) for f in frames)

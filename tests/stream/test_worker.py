@@ -165,3 +165,24 @@ def test_camera_frames_drive_v2v_only_from_the_viewer_that_asked(generator) -> N
             assert worker.snapshot.source_frames == taken
 
     run(main())
+
+
+def test_a_failing_step_is_reported_and_the_worker_recovers(generator) -> None:
+    async def main() -> None:
+        async with running(generator) as worker:
+            frames = worker.subscribe()
+            await asyncio.wrap_future(worker.submit(SetMode("v2v"), viewer="alice"))
+            worker.offer_source("alice", np.zeros((4, 4, 3), np.uint8))  # too small for any model
+            deadline = time.monotonic() + TIMEOUT_S
+            while worker.snapshot.error is None:
+                assert time.monotonic() < deadline, "the failing step was not reported"
+                await asyncio.sleep(0.05)
+            assert "too small" in worker.snapshot.error
+            assert worker.alive
+            while len(frames):  # frames made before the failure
+                await frames.get()
+            worker.offer_source("alice", np.full((128, 128, 3), 90, np.uint8))
+            await take(frames, 1)
+            assert worker.snapshot.error is None
+
+    run(main())

