@@ -101,6 +101,28 @@ def read_code(frame: np.ndarray) -> int:
     return code
 
 
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, by role (Linux /proc; empty elsewhere).
+    CPU time, unlike fps, is barely moved by other programs on a shared machine."""
+    roles = {
+        "generator-worker": "generator",
+        "stream-server": "event_loop",
+        "asyncio": "encoders",  # the loop's default executor: aiortc encodes there
+    }
+    names = {t.native_id: roles.get(t.name.split("_")[0], "other") for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    tasks = Path("/proc/self/task")
+    for task in tasks.iterdir() if tasks.is_dir() else []:
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        role = names.get(int(task.name), "torch_pool")  # threads Python did not start: torch's OpenMP pool
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def viewer_process(url: str, seconds: float, conn: Connection) -> None:
     """One aiortc viewer in its own process, as a remote viewer would be: it shares no GIL with the
     server. Says "ready" once frames flow, waits for "go", then sends back (code, decode time)
@@ -144,9 +166,17 @@ def phase(
         time.sleep(warmup)  # bitrate ramp-up, first keyframes, allocator warm-up
         for parent, _ in pipes:
             parent.send("go")
-        frames0, t0 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
+        frames0, t0, cpu0 = (
+            metrics.get_sample_value("stream_frames_total"),
+            time.monotonic(),
+            thread_cpu_seconds(),
+        )
         time.sleep(seconds)
-        frames1, t1 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
+        frames1, t1, cpu1 = (
+            metrics.get_sample_value("stream_frames_total"),
+            time.monotonic(),
+            thread_cpu_seconds(),
+        )
         results = [parent.recv() for parent, _ in pipes]
     finally:
         for proc in procs:
@@ -163,10 +193,24 @@ def phase(
         "viewers": viewers,
         "client": "aiortc, one process per viewer",
         "generator_fps": round((frames1 - frames0) / (t1 - t0), 2),
+        "server_cpu_ms_per_frame": {
+            role: round(1e3 * (cpu1[role] - cpu0.get(role, 0.0)) / max(frames1 - frames0, 1), 1)
+            for role in cpu1
+        },
         "frames_decoded_per_viewer": [len(seen) for seen in results],
         "frames_with_unreadable_code": unknown,
         "latency_ms": summary(latencies),
     }, latencies
+
+
+def per_viewer_cpu(phases: list[dict], viewers: int) -> float:
+    """What one more viewer costs the server: event loop + encoder CPU per frame, N viewers vs 1."""
+
+    def cost(n: int) -> float:
+        per = [p["server_cpu_ms_per_frame"] for p in phases if p["viewers"] == n]
+        return float(np.median([c.get("event_loop", 0.0) + c.get("encoders", 0.0) for c in per]))
+
+    return round((cost(viewers) - cost(1)) / (viewers - 1), 2)
 
 
 def summary(latencies_ms: list[float]) -> dict:
@@ -208,7 +252,9 @@ _PAGE_PROBE = """BITS => {
 }"""
 
 
-def chromium_phase(srv: BackgroundServer, stamps: StampedGenerator, warmup: float, seconds: float) -> dict | None:
+def chromium_phase(
+    srv: BackgroundServer, stamps: StampedGenerator, warmup: float, seconds: float
+) -> dict | None:
     if not CHROMIUM.exists():
         return None
     from playwright.sync_api import sync_playwright
@@ -291,7 +337,9 @@ def main() -> None:
         "model": args.model,
         "size": [args.size, args.size],
         "device": str(stamps.device),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() and stamps.device.type == "cuda" else None,
+        "gpu": torch.cuda.get_device_name()
+        if torch.cuda.is_available() and stamps.device.type == "cuda"
+        else None,
         "cpu_cores": os.cpu_count(),
         "platform": platform.platform(),
         "torch": torch.__version__,
@@ -303,10 +351,13 @@ def main() -> None:
         "phases": phases + ([browser] if browser else []),
         "generator_fps_median": {"1": median_fps(1), str(args.viewers): median_fps(args.viewers)},
         "aiortc_latency_ms": {str(n): summary(v) for n, v in latencies.items()},
+        "server_cpu_ms_per_frame_per_viewer": per_viewer_cpu(phases, args.viewers),
         "fps_ratio_many_vs_one": round(ratio, 3),
         "targets": {
             # judged on what a person sees (Chromium) where it ran, else on the aiortc upper bound
-            "latency_p95_ms_le_150": (browser["latency_ms"] if browser else summary(latencies[1])).get("p95", math.inf)
+            "latency_p95_ms_le_150": (browser["latency_ms"] if browser else summary(latencies[1])).get(
+                "p95", math.inf
+            )
             <= 150,
             "fps_within_5_percent": abs(ratio - 1) <= 0.05,
         },

@@ -16,6 +16,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -
         from lipar.kernels.attention import split_kv_attention
 
         return split_kv_attention(q, k, v)
+    if key_mask is not None and key_mask.dim() == 1:
+        key_mask = key_mask[None, :]  # one row, broadcast over queries
     out = F.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=key_mask
     )

@@ -38,7 +38,12 @@ class OfferRejected(RuntimeError):
 
 class StreamClient:
     def __init__(
-        self, url: str, *, camera: MediaStreamTrack | None = None, codec: str | None = None, max_frames: int = 256
+        self,
+        url: str,
+        *,
+        camera: MediaStreamTrack | None = None,
+        codec: str | None = None,
+        max_frames: int = 256,
     ) -> None:
         self.url = url.rstrip("/")
         self._camera = camera
@@ -68,14 +73,18 @@ class StreamClient:
         else:
             transceiver = self.pc.addTransceiver("video", direction="recvonly")
         if self._codec is not None:
-            transceiver.setCodecPreferences([c for c in codec_preferences(self._codec) if _is(c, self._codec)])
+            transceiver.setCodecPreferences(
+                [c for c in codec_preferences(self._codec) if _is(c, self._codec)]
+            )
         self.pc.on("track", self._on_track)
         self.channel.on("open", self._channel_open.set)
         self.channel.on("message", self._on_message)
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers ICE candidates
         offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{self.url}/offer", json=offer, timeout=aiohttp.ClientTimeout(timeout)) as resp:
+            async with http.post(
+                f"{self.url}/offer", json=offer, timeout=aiohttp.ClientTimeout(timeout)
+            ) as resp:
                 body = await resp.json()
                 if resp.status != 200:
                     raise OfferRejected(resp.status, body.get("error", ""))

@@ -27,7 +27,7 @@ class ServerConfig:
     prefer_codec: str = "h264"  # used when the browser offers it; VP8 is always the fallback
     viewer_queue_frames: int = 2  # per-viewer frames waiting for the encoder; older ones are dropped
     stats_hz: float = 4.0
-    max_prompt_chars: int = 2000
+    max_prompt_chars: int = 500  # the generator's own limit (engine.text.MAX_PROMPT_CHARS)
     max_message_bytes: int = 16 * 1024  # data-channel messages larger than this are rejected unread
     connect_timeout_s: float = 20.0  # a peer that has not connected by then frees its viewer slot
     ice_loopback: bool = True  # offer 127.0.0.1 as a host candidate (machines with only loopback)

@@ -101,7 +101,9 @@ def parse_command(raw: str | bytes, *, max_bytes: int, max_prompt_chars: int) ->
         raise ProtocolError('message must be a JSON object with a string "type" field')
     version = msg.pop("v", PROTOCOL_VERSION)
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {version!r}; this server speaks {PROTOCOL_VERSION}")
+        raise ProtocolError(
+            f"unsupported protocol version {version!r}; this server speaks {PROTOCOL_VERSION}"
+        )
     kind = msg.pop("type")
     if kind not in _FIELDS:
         raise ProtocolError(f"unknown message type {kind!r}; expected one of {', '.join(_FIELDS)}")
@@ -127,7 +129,10 @@ def parse_command(raw: str | bytes, *, max_bytes: int, max_prompt_chars: int) ->
         unknown = thresholds.keys() - {"tau_short", "tau_long"}
         if unknown:
             raise ProtocolError(f"thresholds has unexpected field(s) {', '.join(sorted(unknown))}")
-        taus = {name: float(_typed(value, (int, float), f"thresholds.{name}")) for name, value in thresholds.items()}
+        taus = {
+            name: float(_typed(value, (int, float), f"thresholds.{name}"))
+            for name, value in thresholds.items()
+        }
         return SetLipar(enabled, taus.get("tau_short"), taus.get("tau_long"))
     return {"reset": Reset, "pause": Pause, "resume": Resume}[kind]()
 

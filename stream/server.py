@@ -125,11 +125,16 @@ class StreamServer:
             return _error(413, f"request body is larger than the limit of {self.config.max_body_bytes} bytes")
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, 'body must be JSON: {"sdp": "<offer SDP>", "type": "offer"}')
-        if not isinstance(params, dict) or params.get("type") != "offer" or not isinstance(params.get("sdp"), str):
+        if (
+            not isinstance(params, dict)
+            or params.get("type") != "offer"
+            or not isinstance(params.get("sdp"), str)
+        ):
             return _error(400, 'body must be JSON: {"sdp": "<offer SDP>", "type": "offer"}')
         if len(self.viewers) >= self.config.max_viewers:
             return _error(
-                503, f"server busy: {len(self.viewers)} viewers connected, the limit is {self.config.max_viewers}"
+                503,
+                f"server busy: {len(self.viewers)} viewers connected, the limit is {self.config.max_viewers}",
             )
 
         viewer_id = uuid.uuid4().hex[:8]
@@ -163,7 +168,9 @@ class StreamServer:
 
     def _on_datachannel(self, viewer: Viewer, channel: RTCDataChannel) -> None:
         if channel.label != CHANNEL_LABEL:
-            viewer.log.info("ignoring data channel %r (the control channel is %r)", channel.label, CHANNEL_LABEL)
+            viewer.log.info(
+                "ignoring data channel %r (the control channel is %r)", channel.label, CHANNEL_LABEL
+            )
             return
         viewer.channel = channel
         channel.on("message", lambda raw: viewer.spawn(self._on_message(viewer, raw)))
@@ -320,7 +327,9 @@ class BackgroundServer:
         srv.url  # http://127.0.0.1:<port>
     """
 
-    def __init__(self, config: ServerConfig, generator: Any | None = None, start_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, config: ServerConfig, generator: Any | None = None, start_timeout_s: float = 120.0
+    ) -> None:
         self.app = create_app(config, generator)
         self._config = config
         self._start_timeout_s = start_timeout_s

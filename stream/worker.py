@@ -97,7 +97,9 @@ class GeneratorWorker:
         self._metrics = metrics
         self._min_frame_interval = 1.0 / target_fps
         self._queue_frames = queue_frames
-        self._commands: queue.SimpleQueue[tuple[Command, str | None, concurrent.futures.Future]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[Command, str | None, concurrent.futures.Future]] = (
+            queue.SimpleQueue()
+        )
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="generator-worker", daemon=True)
@@ -206,7 +208,9 @@ class GeneratorWorker:
             finished = time.monotonic()
             self._emit(out, started, finished)
             # produce at most target_fps: the next step starts no earlier than this
-            self._stopping.wait(max(0.0, started + len(out.frames) * self._min_frame_interval - time.monotonic()))
+            self._stopping.wait(
+                max(0.0, started + len(out.frames) * self._min_frame_interval - time.monotonic())
+            )
         logger.info("generator worker stopped")
 
     def _emit(self, out: Any, started: float, finished: float) -> None:
@@ -217,7 +221,9 @@ class GeneratorWorker:
         for i, image in enumerate(out.frames):
             # never due sooner than target_fps allows, even when one step ran faster than the last
             due = max(finished + i * period, self._last_due + self._min_frame_interval)
-            yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+            yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(
+                format="yuv420p"
+            )
             items.append(FrameItem(yuv.to_ndarray(), self._next_index, due))
             self._next_index += 1
             self._last_due = due

@@ -25,7 +25,9 @@ MAX_VIEWERS = 2
 
 @pytest.fixture(scope="module")
 def server():
-    config = ServerConfig(port=0, device="cpu", size=(128, 128), random_weights=not TRAINED, max_viewers=MAX_VIEWERS)
+    config = ServerConfig(
+        port=0, device="cpu", size=(128, 128), random_weights=not TRAINED, max_viewers=MAX_VIEWERS
+    )
     with BackgroundServer(config) as srv:
         yield srv
 
@@ -33,7 +35,9 @@ def server():
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS), timeout=TIMEOUT_MS)
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS), timeout=TIMEOUT_MS
+        )
         yield chromium
         chromium.close()
 
@@ -135,7 +139,9 @@ def test_file_mode_sends_a_short_clip_to_the_generator(page, server, tmp_path) -
     chooser.value.set_files(str(write_clip(tmp_path / "clip.webm")))
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while worker.snapshot.source_frames < taken + 5:
-        assert time.monotonic() < deadline, f"no file frames reached the generator: {page.text_content('#message')}"
+        assert time.monotonic() < deadline, (
+            f"no file frames reached the generator: {page.text_content('#message')}"
+        )
         page.wait_for_timeout(100)
     assert worker.snapshot.mode == "v2v"
     wait_until_playing(page)

@@ -27,6 +27,13 @@ def test_invalid_settings_are_rejected(kwargs: dict, error: str) -> None:
     assert error in str(info.value)
 
 
+def test_prompt_limit_matches_the_generators() -> None:
+    # a longer limit here would let prompts through that the generator then refuses
+    from engine.text import MAX_PROMPT_CHARS
+
+    assert ServerConfig().max_prompt_chars == MAX_PROMPT_CHARS
+
+
 def test_bitrate_grows_with_resolution_within_bounds() -> None:
     small, wan, huge = video_bitrate(128, 128, 30), video_bitrate(480, 832, 16), video_bitrate(2160, 3840, 60)
     assert small == 500_000  # floor: tiny frames still need a usable picture

@@ -25,7 +25,10 @@ def parse(message: object) -> object:
     "message, command",
     [
         ({"type": "prompt", "text": "a blue ball"}, SetPrompt("a blue ball", 0)),
-        ({"type": "prompt", "text": "a blue ball", "transition_frames": 8, "v": 1}, SetPrompt("a blue ball", 8)),
+        (
+            {"type": "prompt", "text": "a blue ball", "transition_frames": 8, "v": 1},
+            SetPrompt("a blue ball", 8),
+        ),
         ({"type": "mode", "mode": "v2v"}, SetMode("v2v")),
         ({"type": "mode", "mode": "t2v"}, SetMode("t2v")),
         ({"type": "lipar", "enabled": False}, SetLipar(False)),
@@ -59,13 +62,19 @@ def test_valid_messages_become_commands(message: dict, command: object) -> None:
         ({"type": "prompt", "text": "   "}, "prompt text is empty"),
         ({"type": "prompt", "text": "x" * 10_000}, "prompt is 10000 characters; the limit is 2000"),
         ({"type": "prompt", "text": "x", "transition_frames": -1}, "transition_frames must be in [0, 1000]"),
-        ({"type": "prompt", "text": "x", "transition_frames": 5000}, "transition_frames must be in [0, 1000]"),
+        (
+            {"type": "prompt", "text": "x", "transition_frames": 5000},
+            "transition_frames must be in [0, 1000]",
+        ),
         ({"type": "prompt", "text": "x", "transition_frames": 2.5}, "transition_frames has the wrong type"),
         ({"type": "prompt", "text": "x", "transition_frames": True}, "transition_frames must be a number"),
         ({"type": "mode", "mode": "camera"}, "mode must be one of t2v, v2v; got 'camera'"),
         ({"type": "lipar", "enabled": "yes"}, "enabled has the wrong type"),
         ({"type": "lipar", "enabled": True, "thresholds": [0.1]}, "thresholds has the wrong type"),
-        ({"type": "lipar", "enabled": True, "thresholds": {"tau": 0.1}}, "thresholds has unexpected field(s) tau"),
+        (
+            {"type": "lipar", "enabled": True, "thresholds": {"tau": 0.1}},
+            "thresholds has unexpected field(s) tau",
+        ),
         ({"type": "lipar", "enabled": True, "thresholds": {"tau_short": -0.1}}, "tau_short must be a finite"),
         ('{"type": "lipar", "enabled": true, "thresholds": {"tau_long": NaN}}', "tau_long must be a finite"),
         ({"type": "pause", "now": True}, "unexpected field(s) now"),

@@ -21,7 +21,12 @@ MAX_VIEWERS = 3
 @pytest.fixture(scope="module")
 def server():
     config = ServerConfig(
-        port=0, device="cpu", size=(128, 128), random_weights=not TRAINED, max_viewers=MAX_VIEWERS, stats_hz=10
+        port=0,
+        device="cpu",
+        size=(128, 128),
+        random_weights=not TRAINED,
+        max_viewers=MAX_VIEWERS,
+        stats_hz=10,
     )
     with BackgroundServer(config) as srv:
         yield srv
@@ -81,7 +86,9 @@ def test_each_codec_delivers_frames_and_h264_is_preferred(server, codec: str | N
     assert codecs[0] == (codec or "h264")  # offered both: the server picks H.264 (ServerConfig.prefer_codec)
 
 
-@pytest.mark.skipif(not TRAINED, reason="needs trained weights in engine/weights/tiny: random weights ignore prompts")
+@pytest.mark.skipif(
+    not TRAINED, reason="needs trained weights in engine/weights/tiny: random weights ignore prompts"
+)
 def test_a_colour_prompt_moves_the_picture_toward_that_colour(server) -> None:
     blue = np.array([30, 70, 220], dtype=float)  # train/dataset.py COLORS["blue"]
 
@@ -153,16 +160,26 @@ async def offer_without_video() -> str:
         (json.dumps({"sdp": 5, "type": "offer"}), 400, "body must be JSON"),
         (json.dumps({"sdp": "v=0", "type": "answer"}), 400, "body must be JSON"),
         (json.dumps({"sdp": "this is not SDP", "type": "offer"}), 400, "invalid SDP offer"),
-        (json.dumps({"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "type": "offer"}), 400, "invalid SDP offer"),
+        (
+            json.dumps({"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "type": "offer"}),
+            400,
+            "invalid SDP offer",
+        ),
         ("NO_VIDEO", 400, "invalid SDP offer: it has no video section"),
         ("x" * 200_000, 413, "larger than the limit of 65536 bytes"),
     ],
 )
-def test_bad_offers_get_clear_errors_while_a_viewer_keeps_watching(server, body: str, status: int, error: str) -> None:
+def test_bad_offers_get_clear_errors_while_a_viewer_keeps_watching(
+    server, body: str, status: int, error: str
+) -> None:
     async def main() -> None:
         async with StreamClient(server.url) as viewer:
             await viewer.next_frame(10)
-            data = json.dumps({"sdp": await offer_without_video(), "type": "offer"}) if body == "NO_VIDEO" else body
+            data = (
+                json.dumps({"sdp": await offer_without_video(), "type": "offer"})
+                if body == "NO_VIDEO"
+                else body
+            )
             before = set(server.server.viewers)
             got_status, reply = await http("POST", f"{server.url}/offer", data=data)
             assert (got_status, error in reply["error"]) == (status, True), reply
@@ -176,9 +193,12 @@ def test_bad_offers_get_clear_errors_while_a_viewer_keeps_watching(server, body:
 BAD_MESSAGES = [
     ("{oops", "not valid JSON"),
     (json.dumps({"type": "teleport"}), "unknown message type 'teleport'"),
-    (json.dumps({"type": "prompt", "text": "x" * 10_000}), "prompt is 10000 characters; the limit is 2000"),
+    (json.dumps({"type": "prompt", "text": "x" * 10_000}), "prompt is 10000 characters; the limit is 500"),
     (json.dumps({"type": "mode", "mode": "camera"}), "mode must be one of t2v, v2v"),
-    (json.dumps({"type": "lipar", "enabled": True, "thresholds": {"tau_short": -1}}), "tau_short must be a finite"),
+    (
+        json.dumps({"type": "lipar", "enabled": True, "thresholds": {"tau_short": -1}}),
+        "tau_short must be a finite",
+    ),
     ("x" * 20_000, "message is 20000 bytes; the limit is 16384"),
 ]
 
@@ -198,7 +218,9 @@ def test_bad_control_messages_get_error_replies_and_everyone_keeps_watching(serv
             sender.send({"type": "prompt", "text": prompt})
             deadline = asyncio.get_running_loop().time() + 5
             while (await bystander.next_message("stats", 5))["prompt"] != prompt:
-                assert asyncio.get_running_loop().time() < deadline, "a valid prompt after bad ones was not applied"
+                assert asyncio.get_running_loop().time() < deadline, (
+                    "a valid prompt after bad ones was not applied"
+                )
 
     run(main())
 

@@ -11,7 +11,9 @@ from stream.worker import FrameItem, FrameQueue
 
 
 def item(index: int, produced_at: float) -> FrameItem:
-    yuv = av.VideoFrame.from_ndarray(np.full((16, 32, 3), index, np.uint8), format="rgb24").reformat(format="yuv420p")
+    yuv = av.VideoFrame.from_ndarray(np.full((16, 32, 3), index, np.uint8), format="rgb24").reformat(
+        format="yuv420p"
+    )
     return FrameItem(yuv.to_ndarray(), index, produced_at)
 
 
@@ -30,7 +32,12 @@ def test_timestamps_follow_the_production_clock_at_90khz() -> None:
         return out
 
     out = asyncio.run(main())
-    assert [f.pts for f in out] == [0, round(0.1 * CLOCK_RATE), round(0.1 * CLOCK_RATE) + 1, round(0.35 * CLOCK_RATE)]
+    assert [f.pts for f in out] == [
+        0,
+        round(0.1 * CLOCK_RATE),
+        round(0.1 * CLOCK_RATE) + 1,
+        round(0.35 * CLOCK_RATE),
+    ]
     assert all(f.time_base == TIME_BASE for f in out)
     assert (out[0].width, out[0].height, out[0].format.name) == (32, 16, "yuv420p")
 

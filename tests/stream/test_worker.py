@@ -22,7 +22,9 @@ def generator():
 
 
 @asynccontextmanager
-async def running(generator, target_fps: float = 30.0, queue_frames: int = 2) -> AsyncIterator[GeneratorWorker]:
+async def running(
+    generator, target_fps: float = 30.0, queue_frames: int = 2
+) -> AsyncIterator[GeneratorWorker]:
     generator.reset()
     worker = GeneratorWorker(
         generator,
