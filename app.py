@@ -62,28 +62,53 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from engine.cli_jobs import generate_video
 
     generate_video(
-        model=args.model, prompt=args.prompt, frames=args.frames, out=Path(args.out), source=args.source,
-        device=args.device, seed=args.seed, size=args.size, weights=args.weights,
-        random_weights=args.random_weights, lipar=lipar_from_args(args), fps=args.fps,
+        model=args.model,
+        prompt=args.prompt,
+        frames=args.frames,
+        out=Path(args.out),
+        source=args.source,
+        device=args.device,
+        seed=args.seed,
+        size=args.size,
+        weights=args.weights,
+        random_weights=args.random_weights,
+        lipar=lipar_from_args(args),
+        fps=args.fps,
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from stream.server import ServerConfig, serve
 
-    serve(ServerConfig(host=args.host, port=args.port, model=args.model, device=args.device,
-                       random_weights=args.random_weights))
+    serve(
+        ServerConfig(
+            host=args.host, port=args.port, model=args.model, device=args.device, random_weights=args.random_weights
+        )
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from engine.bench import BenchConfig, run_bench
 
-    run_bench(BenchConfig(
-        model=args.model, device=args.device, size=args.size, seed=args.seed, weights=args.weights,
-        random_weights=args.random_weights, source=args.source, frames=args.frames, warmup=args.warmup,
-        target_fps=args.target_fps, sweep_keep=args.sweep_keep, backend=args.backend, out=Path(args.out),
-        lipar=lipar_from_args(args), command=" ".join(["python", "app.py", *sys.argv[1:]]),
-    ))
+    run_bench(
+        BenchConfig(
+            model=args.model,
+            device=args.device,
+            size=args.size,
+            seed=args.seed,
+            weights=args.weights,
+            random_weights=args.random_weights,
+            source=args.source,
+            frames=args.frames,
+            warmup=args.warmup,
+            target_fps=args.target_fps,
+            sweep_keep=args.sweep_keep,
+            backend=args.backend,
+            out=Path(args.out),
+            lipar=lipar_from_args(args),
+            command=" ".join(["python", "app.py", *sys.argv[1:]]),
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

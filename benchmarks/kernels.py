@@ -57,9 +57,7 @@ def bench_attention(args, g: torch.Generator) -> tuple[list[dict], list[dict]]:
         t_ref = do_bench(
             lambda q=q: attention.attention_reference(q, k, v), args.warmup, args.rep, return_mode="median"
         )
-        t_new = do_bench(
-            lambda q=q: attention.split_kv_attention(q, k, v), args.warmup, args.rep, return_mode="median"
-        )
+        t_new = do_bench(lambda q=q: attention.split_kv_attention(q, k, v), args.warmup, args.rep, return_mode="median")
         flops = 4 * lq * lk * HEADS * HEAD_DIM
         rows.append(
             dict(
@@ -130,9 +128,7 @@ def bench_recovery(args, g: torch.Generator) -> list[dict]:
         t_ref = do_bench(
             lambda a=ref_args: recovery.recover_kv_reference(*a), args.warmup, args.rep, return_mode="median"
         )
-        t_new = do_bench(
-            lambda a=new_args: recovery.recover_kv_triton(*a), args.warmup, args.rep, return_mode="median"
-        )
+        t_new = do_bench(lambda a=new_args: recovery.recover_kv_triton(*a), args.warmup, args.rep, return_mode="median")
         moved = LAYERS * pruned.numel() * HEADS * HEAD_DIM * 2 * 5  # read k_pre, v; write k, v, k_pre
         rows.append(
             dict(
@@ -149,9 +145,7 @@ def bench_recovery(args, g: torch.Generator) -> list[dict]:
 
 def bench_gather(args, g: torch.Generator) -> list[dict]:
     rows = []
-    for (width, dtype), kept in itertools.product(
-        ((MODEL_DIM, torch.bfloat16), (64, torch.float32)), KEPT[1:]
-    ):
+    for (width, dtype), kept in itertools.product(((MODEL_DIM, torch.bfloat16), (64, torch.float32)), KEPT[1:]):
         tokens = torch.randn(1, N, width, device="cuda", generator=g).to(dtype)
         previous = torch.randn_like(tokens)
         idx = sorted_subset(N, round(kept * N), g)
@@ -237,9 +231,7 @@ def main() -> None:
         print(f"  {r['case']:<44} SDPA {r['scaling_reference']:.2f}x   split-KV {r['scaling_triton']:.2f}x")
     if sweep:
         for kept in (1.0, 0.25):
-            best = min(
-                (s for s in sweep if s["kept"] == kept and not math.isnan(s["ms"])), key=lambda s: s["ms"]
-            )
+            best = min((s for s in sweep if s["kept"] == kept and not math.isnan(s["ms"])), key=lambda s: s["ms"])
             print(f"best attention tiling at kept {kept:.0%}: {best}")
 
 

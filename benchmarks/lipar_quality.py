@@ -50,7 +50,9 @@ def procedural_clips(frames: int, size: int) -> dict[str, list[np.ndarray]]:
         ObjectParams("ball", "yellow", "medium", "right", "medium", (0.25, 0.35), True),
         ObjectParams("square", "cyan", "small", "up-left", "slow", (0.7, 0.7), True),
     )
-    cut_scene = Scene(Background("flat", ("blue", "white")), (ObjectParams("ball", "red", "large", "left", "fast", (0.8, 0.5), True),))
+    cut_scene = Scene(
+        Background("flat", ("blue", "white")), (ObjectParams("ball", "red", "large", "left", "fast", (0.8, 0.5), True),)
+    )
     clips = {
         "static": ClipParams(0, frames, (Scene(brick, objs),)),
         "pan": ClipParams(0, frames, (Scene(grass, objs[:1]),), camera="left"),
@@ -147,7 +149,7 @@ def main() -> None:
         runs = {v: run(gen, cfg, source, PROMPTS[name]) for v, cfg in VARIANTS.items()}
         base = runs["unpruned"][0]
         row = {}
-        for v, (outs, masks, kept) in runs.items():
+        for v, (outs, _, kept) in runs.items():
             row[v] = {
                 "kept_ratio": float(np.mean(kept[1:])),
                 "psnr_vs_unpruned": float(np.mean([psnr(o, b) for o, b in zip(outs, base)])),
@@ -157,32 +159,45 @@ def main() -> None:
         results[name] = row
         pick = np.linspace(1, len(source) - 1, 6).astype(int)
         outs, masks, _ = runs["noise-aware"]
-        strip(name, {
-            "source": [source[i] for i in pick],
-            "unpruned": [base[i] for i in pick],
-            "LIPAR": [outs[i] for i in pick],
-            "pruned (blue)": [overlay(outs[i], masks[i]) for i in pick],
-        }, a.out)
+        strip(
+            name,
+            {
+                "source": [source[i] for i in pick],
+                "unpruned": [base[i] for i in pick],
+                "LIPAR": [outs[i] for i in pick],
+                "pruned (blue)": [overlay(outs[i], masks[i]) for i in pick],
+            },
+            a.out,
+        )
         print(name, json.dumps(row, indent=None))
     cfg = gen.lipar
     meta = {
-        "model": "tiny", "size": f"{a.size}x{a.size}", "frames": a.frames, "device": "cpu",
-        "torch": torch.__version__, "tau_short": cfg.tau_short, "tau_long": cfg.tau_long,
+        "model": "tiny",
+        "size": f"{a.size}x{a.size}",
+        "frames": a.frames,
+        "device": "cpu",
+        "torch": torch.__version__,
+        "tau_short": cfg.tau_short,
+        "tau_long": cfg.tau_long,
         "command": "python " + " ".join(sys.argv),
     }
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "lipar_quality.json").write_text(json.dumps({"meta": meta, "clips": results}, indent=1))
     lines = [
-        "# LIPAR quality on `tiny`", "",
+        "# LIPAR quality on `tiny`",
+        "",
         f"Command: `{meta['command']}` · CPU · torch {meta['torch']} · {meta['size']}, {a.frames} frames per clip · "
-        f"tau_short {cfg.tau_short}, tau_long {cfg.tau_long}", "",
+        f"tau_short {cfg.tau_short}, tau_long {cfg.tau_long}",
+        "",
         "| clip | variant | kept | PSNR vs unpruned (dB) | SSIM | warp error |",
         "|---|---|---|---|---|---|",
     ]
     for name, row in results.items():
         for v, m in row.items():
-            lines.append(f"| {name} | {v} | {m['kept_ratio']:.2f} | {m['psnr_vs_unpruned']:.1f} | "
-                         f"{m['ssim_vs_unpruned']:.3f} | {m['warp_error']:.2f} |")
+            lines.append(
+                f"| {name} | {v} | {m['kept_ratio']:.2f} | {m['psnr_vs_unpruned']:.1f} | "
+                f"{m['ssim_vs_unpruned']:.3f} | {m['warp_error']:.2f} |"
+            )
     lines += ["", *[f"![{n}](lipar_{n}.png)" for n in results]]
     (a.out / "lipar_quality.md").write_text("\n".join(lines) + "\n")
 

@@ -1,11 +1,14 @@
 """Stream latency and fan-out: generated frame -> decoded frame over WebRTC on loopback.
 
 The real server runs in this process (its own thread and loop); aiortc viewers, one process
-each, connect to it on 127.0.0.1. Each generated frame gets its number painted as a row of black/white blocks
-and its generation time recorded; a viewer reads the number back from the decoded frame, so
+each, connect to it on 127.0.0.1. Each generated frame gets its number painted as a row of
+black/white blocks and its generation time recorded; a viewer reads the number back from the decoded frame, so
 latency = decode time - generation time on one clock, through the real encoder, RTP, jitter
 buffer and decoder. Phases: 1 viewer, then N viewers (the generator's fps is compared), then
-headless Chromium as the viewer where /usr/bin/chromium exists.
+headless Chromium as the viewer where /usr/bin/chromium exists. The server's own share of the
+latency (generated -> handed to a viewer's encoder) and its CPU per frame by thread role come
+from its metrics and /proc; CPU time, unlike fps, barely moves when other programs share the
+machine.
 
 aiortc's receiver hands a frame to its decoder only when the next frame's first packet
 arrives, so the aiortc numbers include about one frame interval that a browser does not add;
@@ -101,6 +104,31 @@ def read_code(frame: np.ndarray) -> int:
     return code
 
 
+def server_counters(metrics: Any) -> dict:
+    delivery = "stream_delivery_latency_seconds"
+    return {
+        "time": time.monotonic(),
+        "frames": metrics.get_sample_value("stream_frames_total"),
+        "delivered_s": metrics.get_sample_value(f"{delivery}_sum"),
+        "delivered": metrics.get_sample_value(f"{delivery}_count"),
+        "cpu": thread_cpu_seconds(),
+    }
+
+
+def server_rates(before: dict, after: dict) -> dict:
+    frames = max(after["frames"] - before["frames"], 1)
+    delivered = max(after["delivered"] - before["delivered"], 1)
+    return {
+        "generator_fps": round(frames / (after["time"] - before["time"]), 2),
+        # the server's own share of the latency: generated -> handed to a viewer's encoder
+        "server_delivery_ms_mean": round(1e3 * (after["delivered_s"] - before["delivered_s"]) / delivered, 1),
+        "server_cpu_ms_per_frame": {
+            role: round(1e3 * (cpu - before["cpu"].get(role, 0.0)) / frames, 1)
+            for role, cpu in after["cpu"].items()
+        },
+    }
+
+
 def thread_cpu_seconds() -> dict[str, float]:
     """CPU seconds so far of this process's threads, by role (Linux /proc; empty elsewhere).
     CPU time, unlike fps, is barely moved by other programs on a shared machine."""
@@ -166,17 +194,9 @@ def phase(
         time.sleep(warmup)  # bitrate ramp-up, first keyframes, allocator warm-up
         for parent, _ in pipes:
             parent.send("go")
-        frames0, t0, cpu0 = (
-            metrics.get_sample_value("stream_frames_total"),
-            time.monotonic(),
-            thread_cpu_seconds(),
-        )
+        before = server_counters(metrics)
         time.sleep(seconds)
-        frames1, t1, cpu1 = (
-            metrics.get_sample_value("stream_frames_total"),
-            time.monotonic(),
-            thread_cpu_seconds(),
-        )
+        after = server_counters(metrics)
         results = [parent.recv() for parent, _ in pipes]
     finally:
         for proc in procs:
@@ -192,14 +212,11 @@ def phase(
     return {
         "viewers": viewers,
         "client": "aiortc, one process per viewer",
-        "generator_fps": round((frames1 - frames0) / (t1 - t0), 2),
-        "server_cpu_ms_per_frame": {
-            role: round(1e3 * (cpu1[role] - cpu0.get(role, 0.0)) / max(frames1 - frames0, 1), 1)
-            for role in cpu1
-        },
+        **server_rates(before, after),
         "frames_decoded_per_viewer": [len(seen) for seen in results],
         "frames_with_unreadable_code": unknown,
-        "latency_ms": summary(latencies),
+        # at nice 19 on a busy machine this includes the viewer's own waiting for a CPU
+        "aiortc_viewer_latency_ms": summary(latencies),
     }, latencies
 
 
@@ -267,9 +284,9 @@ def chromium_phase(
         page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
         time.sleep(warmup)
         page.evaluate(_PAGE_PROBE, BITS)
-        frames0, t0 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
+        before = server_counters(metrics)
         time.sleep(seconds)
-        frames1, t1 = metrics.get_sample_value("stream_frames_total"), time.monotonic()
+        after = server_counters(metrics)
         samples = page.evaluate("window.__samples")
         browser.close()
     latencies, unknown = [], 0
@@ -282,7 +299,7 @@ def chromium_phase(
     return {
         "viewers": 1,
         "client": f"headless Chromium ({CHROMIUM}), presentation time",
-        "generator_fps": round((frames1 - frames0) / (t1 - t0), 2),
+        **server_rates(before, after),
         "frames_presented": len(samples),
         "frames_with_unreadable_code": unknown,
         "latency_ms": summary(latencies),
@@ -299,11 +316,16 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--rounds", type=int, default=2, help="alternate 1 and N viewers this many times (noise)")
     p.add_argument("--target-fps", type=float, default=30.0, help="the server's cap (1000 = uncapped)")
+    p.add_argument("--torch-threads", type=int, default=None, help="CPU threads for the generator (torch)")
     p.add_argument("--codec", choices=("h264", "vp8"), default="vp8", help="VP8: what Debian's Chromium gets")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stream_latency.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     trained = (WEIGHTS_DIR / args.model / "dit.safetensors").is_file()
     config = ServerConfig(
         port=0,
@@ -326,10 +348,8 @@ def main() -> None:
                 latencies[n] += latencies_n
         browser = chromium_phase(srv, stamps, args.warmup, args.seconds)
 
-    import torch
-
     def median_fps(viewers: int) -> float:
-        return float(np.median([p["generator_fps"] for p in phases if p["viewers"] == viewers]))
+        return round(float(np.median([p["generator_fps"] for p in phases if p["viewers"] == viewers])), 2)
 
     ratio = median_fps(args.viewers) / median_fps(1)
     result = {
@@ -343,6 +363,7 @@ def main() -> None:
         "cpu_cores": os.cpu_count(),
         "platform": platform.platform(),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "random_weights": not trained,
         "codec": args.codec,
         "target_fps": args.target_fps,
@@ -350,7 +371,7 @@ def main() -> None:
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "phases": phases + ([browser] if browser else []),
         "generator_fps_median": {"1": median_fps(1), str(args.viewers): median_fps(args.viewers)},
-        "aiortc_latency_ms": {str(n): summary(v) for n, v in latencies.items()},
+        "aiortc_viewer_latency_ms": {str(n): summary(v) for n, v in latencies.items()},
         "server_cpu_ms_per_frame_per_viewer": per_viewer_cpu(phases, args.viewers),
         "fps_ratio_many_vs_one": round(ratio, 3),
         "targets": {

@@ -18,9 +18,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -
         return split_kv_attention(q, k, v)
     if key_mask is not None and key_mask.dim() == 1:
         key_mask = key_mask[None, :]  # one row, broadcast over queries
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=key_mask
-    )
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=key_mask)
     return out.transpose(1, 2)
 
 
@@ -51,8 +49,9 @@ class CacheAttention:
     """Queries of the current frame attend to the cache window and to the whole current frame.
 
     The current tokens' K/V are written into the cache at `write_idx` (positions along a layer's key
-    axis, `cache.token_index(cache.current_slot, idx)`) before attending, so nothing is concatenated. Positions of the current slot that are
-    not computed here must already hold recovered K/V (LIPAR), or be excluded by `key_mask`.
+    axis, `cache.token_index(cache.current_slot, idx)`) before attending, so nothing is concatenated.
+    Positions of the current slot that are not computed here must already hold recovered K/V (LIPAR),
+    or be excluded by `key_mask`.
     `store_pre` also writes K before RoPE: only the cache pass does, since only clean frames are
     sources for recovery.
     """
@@ -79,9 +78,7 @@ class CacheAttention:
         return attention(q, keys, values, self.key_mask)
 
 
-def frame_causal_mask(
-    frames: int, tokens_per_frame: int, sinks: int, m: int, device=None, copies: int = 1
-) -> Tensor:
+def frame_causal_mask(frames: int, tokens_per_frame: int, sinks: int, m: int, device=None, copies: int = 1) -> Tensor:
     """Block mask (L, L), True = attend, for `copies` stacked copies of a `frames`-frame clip.
 
     Copy 0 is the clean context (each clean frame sees itself and its window of clean frames: the

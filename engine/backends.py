@@ -28,7 +28,13 @@ class EagerRunner:
         self.dit, self.cache = dit, cache
 
     def __call__(
-        self, x: Tensor, pos: Tensor, timestep: Tensor, text_kv: list, write_idx: Tensor, store_pre: bool,
+        self,
+        x: Tensor,
+        pos: Tensor,
+        timestep: Tensor,
+        text_kv: list,
+        write_idx: Tensor,
+        store_pre: bool,
         key_mask: Tensor | None = None,
     ) -> Tensor:
         return self.dit(x, pos, timestep, text_kv, CacheAttention(self.cache, write_idx, store_pre, key_mask))
@@ -68,7 +74,13 @@ class CudaGraphRunner:
         return next(s for s in self.sizes if s >= count)
 
     def __call__(
-        self, x: Tensor, pos: Tensor, timestep: Tensor, text_kv: list, write_idx: Tensor, store_pre: bool,
+        self,
+        x: Tensor,
+        pos: Tensor,
+        timestep: Tensor,
+        text_kv: list,
+        write_idx: Tensor,
+        store_pre: bool,
         key_mask: Tensor | None = None,
     ) -> Tensor:
         window_full = self.cache.frames + 1 >= self.cache.window.slots

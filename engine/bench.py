@@ -89,8 +89,9 @@ def _chunks(frames: list[np.ndarray], per: int) -> list[list[np.ndarray]]:
     return [frames[i * per : (i + 1) * per] for i in range(len(frames) // per)]
 
 
-def run_variant(gen: StreamingGenerator, chunks: list, lipar: LiparConfig, warmup: int, budget_ms: float | None,
-                label: str) -> tuple[dict, list[np.ndarray]]:
+def run_variant(
+    gen: StreamingGenerator, chunks: list, lipar: LiparConfig, warmup: int, budget_ms: float | None, label: str
+) -> tuple[dict, list[np.ndarray]]:
     gen.set_lipar(lipar)
     for timed in (False, True):  # the untimed pass captures every CUDA graph this variant needs
         gen.reset()
@@ -170,8 +171,13 @@ def card_name(device: torch.device) -> str:
 
 def run_bench(cfg: BenchConfig) -> dict:
     gen = StreamingGenerator.from_pretrained(
-        cfg.model, device=cfg.device, random_weights=cfg.random_weights, size=cfg.size, seed=cfg.seed,
-        weights=cfg.weights, backend=cfg.backend,
+        cfg.model,
+        device=cfg.device,
+        random_weights=cfg.random_weights,
+        size=cfg.size,
+        seed=cfg.seed,
+        weights=cfg.weights,
+        backend=cfg.backend,
     )
     per = gen.frames_per_latent
     need = (cfg.warmup + cfg.frames) * per
@@ -220,7 +226,9 @@ def plot_bench(result: dict, out: Path) -> None:
     ax = axes[0, 0]
     for name, run in result["runs"].items():
         ax.plot(run["latency_ms"], label=f"{name} (p50 {run['latency_ms_p50']:.1f} ms)", lw=1)
-    ax.set(xlabel="latent frame", ylabel="latency (ms)", title=f"{result['model']} {result['size']} on {result['card']}")
+    ax.set(
+        xlabel="latent frame", ylabel="latency (ms)", title=f"{result['model']} {result['size']} on {result['card']}"
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     if result["sweep"]:
@@ -246,9 +254,17 @@ def print_table(result: dict) -> None:
     for col in ("run", "fps", "p50 ms", "p95 ms", "p99 ms", "ttff ms", "kept", "PSNR dB", "peak GB"):
         table.add_column(col, justify="right")
     for name, r in result["runs"].items():
-        table.add_row(name, f"{r['fps']:.1f}", f"{r['latency_ms_p50']:.1f}", f"{r['latency_ms_p95']:.1f}",
-                      f"{r['latency_ms_p99']:.1f}", f"{r['ttff_ms']:.0f}", f"{r['kept_ratio_mean']:.2f}",
-                      f"{r['psnr_vs_baseline']:.1f}", f"{r['peak_mem_gb']:.2f}" if r["peak_mem_gb"] else "-")
+        table.add_row(
+            name,
+            f"{r['fps']:.1f}",
+            f"{r['latency_ms_p50']:.1f}",
+            f"{r['latency_ms_p95']:.1f}",
+            f"{r['latency_ms_p99']:.1f}",
+            f"{r['ttff_ms']:.0f}",
+            f"{r['kept_ratio_mean']:.2f}",
+            f"{r['psnr_vs_baseline']:.1f}",
+            f"{r['peak_mem_gb']:.2f}" if r["peak_mem_gb"] else "-",
+        )
     console = Console()
     console.print(table)
     for name, r in result["runs"].items():
@@ -258,6 +274,11 @@ def print_table(result: dict) -> None:
         for col in ("kept", "ms", "speedup", "ideal", "of ideal"):
             sweep.add_column(col, justify="right")
         for r in result["sweep"]:
-            sweep.add_row(f"{r['kept']:.2f}", f"{r['ms']:.2f}", f"{r['speedup']:.2f}", f"{r['ideal']:.2f}",
-                          f"{r['fraction_of_ideal']:.2f}")
+            sweep.add_row(
+                f"{r['kept']:.2f}",
+                f"{r['ms']:.2f}",
+                f"{r['speedup']:.2f}",
+                f"{r['ideal']:.2f}",
+                f"{r['fraction_of_ideal']:.2f}",
+            )
         console.print(sweep)

@@ -40,9 +40,7 @@ def generate_video(
     if source is not None:
         sources = list(read_frames(source, limit=steps * gen.frames_per_latent))
         if len(sources) < steps * gen.frames_per_latent:
-            raise ValueError(
-                f"source {source} has {len(sources)} frames, fewer than the {frames} asked for (--frames)"
-            )
+            raise ValueError(f"source {source} has {len(sources)} frames, fewer than the {frames} asked for (--frames)")
     kept, written = [], 0
     with VideoWriter(out, fps) as writer:
         for i in tqdm(range(steps), desc="generating", unit="latent frame"):

@@ -136,7 +136,9 @@ CONFIGS: dict[str, ModelConfig] = {
         width=128,
         t2v_schedule=Schedule((1000.0, 750.0, 500.0, 250.0), shift=3.0),
         v2v_schedule=Schedule((600.0, 400.0, 200.0), shift=3.0),
-        lipar=LiparDefaults(tau_short=0.15, tau_long=0.3),  # recalibrated after training
+        # Calibrated on the shipped VAE's latents (static-camera held-out clips): 99% of background
+        # tokens change by < 0.010 between frames, moving-object tokens by 0.01-0.1+.
+        lipar=LiparDefaults(tau_short=0.012, tau_long=0.025),
     ),
     # Wan2.1-T2V-1.3B as used causally by Self-Forcing / CausVid (shared/wan2.1-1.3b.md).
     "wan2.1-1.3b": ModelConfig(

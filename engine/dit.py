@@ -117,9 +117,7 @@ class DiTBlock(nn.Module):
         # 2. cross-attention to the prompt
         ca = self.cross_attn
         q = ca.split(ca.norm_q(ca.q(self.norm3(x))))
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), text_kv[0].transpose(1, 2), text_kv[1].transpose(1, 2)
-        )
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), text_kv[0].transpose(1, 2), text_kv[1].transpose(1, 2))
         x = x + ca.o(out.transpose(1, 2).flatten(-2))
         # 3. feed-forward
         y = (self.norm2(x).float() * (1 + e[4]) + e[3]).to(x.dtype)
@@ -154,9 +152,7 @@ class CausalDiT(nn.Module):
         self.rope = Rope3D(cfg.head_dim, cfg.rope_theta)
         c = cfg.latent_channels
         # The head emits patches as (1, 2, 2, C) (Wan's unpatchify order); tokens enter as (C, 1, 2, 2).
-        self.register_buffer(
-            "head_to_token", torch.arange(4 * c).reshape(4, c).t().reshape(-1), persistent=False
-        )
+        self.register_buffer("head_to_token", torch.arange(4 * c).reshape(4, c).t().reshape(-1), persistent=False)
 
     def text_kv(self, text_states: Tensor) -> list[tuple[Tensor, Tensor]]:
         """text_states (B, Lt, text_dim) -> per-layer cross-attention (K, V), each (B, Lt, H, D)."""

@@ -9,9 +9,9 @@ pruned tokens from the previous clean latent -> cache pass at sigma = 0 -> decod
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -86,9 +86,7 @@ class StreamingGenerator:
         self.vae = vae.to(device=device, dtype=self.dtype).eval()
         self.text_encoder = text_encoder
         self.seed = seed
-        self.cache = RollingKVCache(
-            cfg.layers, 1, self.tokens, cfg.heads, cfg.head_dim, cfg.window, device, self.dtype
-        )
+        self.cache = RollingKVCache(cfg.layers, 1, self.tokens, cfg.heads, cfg.head_dim, cfg.window, device, self.dtype)
         if backend == "auto":
             backend = "cudagraph" if device.type == "cuda" else "torch"
         if backend not in BACKENDS:
@@ -96,8 +94,8 @@ class StreamingGenerator:
         if backend == "cudagraph" and device.type != "cuda":
             raise ValueError("the cudagraph backend needs a CUDA device")
         self.backend = backend
-        self.runner = CudaGraphRunner(self.dit, self.cache) if backend == "cudagraph" else EagerRunner(
-            self.dit, self.cache
+        self.runner = (
+            CudaGraphRunner(self.dit, self.cache) if backend == "cudagraph" else EagerRunner(self.dit, self.cache)
         )
         rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
         self.grid_pos = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(device)  # (N, 2)
@@ -153,8 +151,9 @@ class StreamingGenerator:
             raise ValueError(f"transition_frames must be an integer in [0, 1000], got {transition_frames!r}")
         states = self.text_encoder.encode(text)[None].to(self.device, self.dtype)
         previous = self._current_states() if self.prompt is not None and transition_frames > 0 else None
-        self.prompt = _Prompt(states, previous, transition_frames if previous is not None else 0,
-                              transition_frames, text)
+        self.prompt = _Prompt(
+            states, previous, transition_frames if previous is not None else 0, transition_frames, text
+        )
         self.prompt.kv = self.dit.text_kv(states)
 
     def set_lipar(self, config: LiparConfig) -> None:
@@ -166,7 +165,9 @@ class StreamingGenerator:
         self.mask.reset()
         self.vae.reset()
         self.previous_clean: Tensor | None = None  # (1, N, D) tokens of the last clean latent
-        self.noisy_kv: list[tuple[Tensor, Tensor]] = []  # (k_pre, v) per step, all layers  # m-degree ablation: last frame's per-step K/V
+        self.noisy_kv: list[
+            tuple[Tensor, Tensor]
+        ] = []  # (k_pre, v) per step, all layers  # m-degree ablation: last frame's per-step K/V
         self.noise = torch.Generator(device=self.device).manual_seed(self.seed)
         self.last_mode: str | None = None
 
@@ -228,7 +229,7 @@ class StreamingGenerator:
                 f = cv2.resize(f, (self.width, self.height), interpolation=cv2.INTER_AREA)
             out.append(torch.from_numpy(np.ascontiguousarray(f)))
         x = torch.stack(out).to(self.device).permute(0, 3, 1, 2)[None]
-        return (x.to(self.dtype) / 127.5 - 1.0)
+        return x.to(self.dtype) / 127.5 - 1.0
 
     def _mask(self, source_latent: Tensor | None) -> tuple[Tensor, Tensor, np.ndarray, float]:
         if source_latent is None or not self.lipar.enabled:
@@ -293,9 +294,7 @@ class StreamingGenerator:
         if pruned:
             self._recover(t, pruned_idx, None)
             if mode == "none":
-                key_mask = key_padding_mask(
-                    self.cache.valid_tokens, self.cache.current_slot * self.tokens, pruned_idx
-                )
+                key_mask = key_padding_mask(self.cache.valid_tokens, self.cache.current_slot * self.tokens, pruned_idx)
         m_degree = pruned and mode == "m-degree" and len(self.noisy_kv) == len(sigmas)
         write_idx = self.cache.token_index(self.cache.current_slot, keep_idx)
         noisy_kv = []

@@ -16,9 +16,7 @@ class Rope3D:
         pairs = head_dim // 2
         split = (pairs - 2 * (pairs // 3), pairs // 3, pairs // 3)
         # float64: positions grow without bound in a stream, and fp32 angles lose phase past ~1e4
-        self.inv_freq = [
-            1.0 / theta ** (torch.arange(0, 2 * n, 2, dtype=torch.float64) / (2 * n)) for n in split
-        ]
+        self.inv_freq = [1.0 / theta ** (torch.arange(0, 2 * n, 2, dtype=torch.float64) / (2 * n)) for n in split]
         self.head_dim = head_dim
         self._on_device: dict[torch.device, list[torch.Tensor]] = {}  # no host copies inside CUDA graphs
 

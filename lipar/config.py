@@ -38,9 +38,7 @@ class LiparConfig:
             if tau is not None and not (isinstance(tau, (int, float)) and tau >= 0 and not math.isnan(tau)):
                 raise ValueError(f"LiparConfig.{name} must be None or a number >= 0, got {tau!r}")
         if not 0.0 <= self.trim < 0.5:
-            raise ValueError(
-                f"LiparConfig.trim must lie in [0, 0.5) (fraction cut at each end), got {self.trim}"
-            )
+            raise ValueError(f"LiparConfig.trim must lie in [0, 0.5) (fraction cut at each end), got {self.trim}")
         if not 0.0 <= self.temporal < 1.0:
             raise ValueError(f"LiparConfig.temporal must lie in [0, 1), got {self.temporal}")
         if isinstance(self.dilation, bool) or not isinstance(self.dilation, int) or self.dilation < 0:
@@ -50,9 +48,7 @@ class LiparConfig:
         if not 0.0 < self.scene_cut <= 1.0:
             raise ValueError(f"LiparConfig.scene_cut must lie in (0, 1], got {self.scene_cut}")
         if self.recovery not in RECOVERY_MODES:
-            raise ValueError(
-                f"LiparConfig.recovery must be one of {', '.join(RECOVERY_MODES)}, got {self.recovery!r}"
-            )
+            raise ValueError(f"LiparConfig.recovery must be one of {', '.join(RECOVERY_MODES)}, got {self.recovery!r}")
 
     @property
     def is_resolved(self) -> bool:

@@ -99,9 +99,7 @@ class StreamingMask:
 
     def __init__(self, config: LiparConfig, grid: tuple[int, int]) -> None:
         if config.enabled and not config.is_resolved:
-            raise ValueError(
-                "StreamingMask needs resolved thresholds: use config.resolved(tau_short, tau_long)"
-            )
+            raise ValueError("StreamingMask needs resolved thresholds: use config.resolved(tau_short, tau_long)")
         if len(grid) != 2 or any(not isinstance(g, int) or g < 1 for g in grid):
             raise ValueError(f"grid must be two positive ints (gh, gw), got {grid!r}")
         self.config = config

@@ -35,8 +35,7 @@ def restore(kept: Tensor, keep_idx: Tensor, previous: Tensor) -> Tensor:
     kept rows at keep_idx, the previous frame's rows at every other position."""
     if previous.dim() != 3 or kept.dim() != 3:
         raise ValueError(
-            f"kept and previous must be (B, K, D) and (B, N, D), "
-            f"got {tuple(kept.shape)} and {tuple(previous.shape)}"
+            f"kept and previous must be (B, K, D) and (B, N, D), got {tuple(kept.shape)} and {tuple(previous.shape)}"
         )
     _check_idx("keep_idx", keep_idx, previous.device)
     b, k, d = kept.shape
@@ -55,9 +54,7 @@ def restore(kept: Tensor, keep_idx: Tensor, previous: Tensor) -> Tensor:
     return kernels.restore_reference(kept, keep_idx, previous)
 
 
-def positions(
-    t: int, gh: int, gw: int, idx: Tensor | None = None, device: torch.device | str = "cpu"
-) -> Tensor:
+def positions(t: int, gh: int, gw: int, idx: Tensor | None = None, device: torch.device | str = "cpu") -> Tensor:
     """(t, row, col) of tokens of frame t on a (gh, gw) grid -> (K, 3) int64; idx (K,) flat
     row-major indices, None for all gh*gw tokens."""
     if t < 0 or gh < 1 or gw < 1:

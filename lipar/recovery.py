@@ -41,8 +41,7 @@ def recover_kv(
     tensors = (src_k_pre, src_v, dst_k, dst_v, dst_k_pre)
     if len(shape) != 4 or any(t.shape != shape for t in tensors):
         raise ValueError(
-            "K/V tensors must all be (B, N, H, D) of one shape, got "
-            + ", ".join(str(tuple(t.shape)) for t in tensors)
+            "K/V tensors must all be (B, N, H, D) of one shape, got " + ", ".join(str(tuple(t.shape)) for t in tensors)
         )
     if any(t.dtype != src_k_pre.dtype or t.device != src_k_pre.device for t in tensors):
         raise ValueError("K/V tensors must share one dtype and device")

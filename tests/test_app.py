@@ -15,8 +15,21 @@ def run(capsys, *argv):
 
 def test_generate_writes_exactly_n_frames(tmp_path, capsys):
     out = tmp_path / "clip.mp4"
-    code, err = run(capsys, "generate", "--prompt", "a red ball over a gray wall", "--frames", "5",
-                    "--out", str(out), "--device", "cpu", "--size", "64x64", "--random-weights")
+    code, err = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "a red ball over a gray wall",
+        "--frames",
+        "5",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--size",
+        "64x64",
+        "--random-weights",
+    )
     assert code == 0, err
     frames = list(read_frames(out))
     assert len(frames) == 5 and frames[0].shape == (64, 64, 3)
@@ -26,8 +39,23 @@ def test_generate_video_to_video(tmp_path, capsys):
     src = tmp_path / "src.mp4"
     write_video([np.full((48, 64, 3), 40 * i, np.uint8) for i in range(6)], src, fps=8)
     out = tmp_path / "out.mp4"
-    code, err = run(capsys, "generate", "--prompt", "a blue square", "--frames", "4", "--out", str(out),
-                    "--source", str(src), "--device", "cpu", "--size", "64x64", "--random-weights")
+    code, err = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "a blue square",
+        "--frames",
+        "4",
+        "--out",
+        str(out),
+        "--source",
+        str(src),
+        "--device",
+        "cpu",
+        "--size",
+        "64x64",
+        "--random-weights",
+    )
     assert code == 0, err
     assert len(list(read_frames(out))) == 4
 
@@ -49,8 +77,21 @@ def test_generate_bad_input_gives_one_line_error(tmp_path, capsys, extra, messag
     short = tmp_path / "short.mp4"
     write_video([np.zeros((32, 32, 3), np.uint8)] * 3, short, fps=8)
     extra = [str(bad) if e == "BADFILE" else str(short) if e == "SHORT" else e for e in extra]
-    args = ["generate", "--prompt", "a red ball", "--frames", "3", "--out", str(tmp_path / "o.mp4"),
-            "--device", "cpu", "--size", "64x64", "--random-weights", *extra]
+    args = [
+        "generate",
+        "--prompt",
+        "a red ball",
+        "--frames",
+        "3",
+        "--out",
+        str(tmp_path / "o.mp4"),
+        "--device",
+        "cpu",
+        "--size",
+        "64x64",
+        "--random-weights",
+        *extra,
+    ]
     code, err = run(capsys, *args)
     assert code == 2
     lines = err.strip().splitlines()
@@ -60,7 +101,11 @@ def test_generate_bad_input_gives_one_line_error(tmp_path, capsys, extra, messag
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--frames", "0"], "positive integer"), (["--frames", "ten"], "positive integer"), (["--size", "big"], "HEIGHTxWIDTH")],
+    [
+        (["--frames", "0"], "positive integer"),
+        (["--frames", "ten"], "positive integer"),
+        (["--size", "big"], "HEIGHTxWIDTH"),
+    ],
 )
 def test_argument_errors_exit_nonzero(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exc:

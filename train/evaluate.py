@@ -66,8 +66,13 @@ def v2v_source(color: str, frames: int, size: int, background: Background | None
     return list(video), object_masks(params, size).numpy()
 
 
-def prompt_following_v2v(gen, pairs: list[tuple[str, str]], frames: int, background: Background | None = None,
-                         background_words: str = "a plain black background") -> dict:
+def prompt_following_v2v(
+    gen,
+    pairs: list[tuple[str, str]],
+    frames: int,
+    background: Background | None = None,
+    background_words: str = "a plain black background",
+) -> dict:
     """For (source colour, prompted colour) pairs: fraction of frames whose source-object region is
     dominated by the prompted colour (restyling), measured on the generator's output."""
     per_pair = {}

@@ -32,6 +32,7 @@ from engine.checkpoint import load_state, save_state
 from engine.config import ModelConfig, get_config
 from engine.dit import CausalDiT, init_weights, patchify
 from engine.sampler import add_noise, velocity_target
+from train.common import load_checkpoint, pick_device, plot_curves, save_checkpoint, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class DiTTrainConfig:
     ema: float = 0.999
     max_sink_gap: int = 1000  # random time gap after the sink frame: streams run far past training clips
     seed: int = 0
-    device: str = "cuda"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.frames < 2 or self.batch_small < 1 or self.batch_large < 1 or self.pool_clips < 1:
@@ -135,28 +136,12 @@ class ClipPool:
         return self.latents[size][idx], self.states[size][idx]
 
 
-def save_curve(history: list[tuple[int, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, losses = zip(*history)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, losses, lw=0.8)
-    ax.set(xlabel="step", ylabel="velocity MSE", title="tiny DiT training loss", yscale="log")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def train(tc: DiTTrainConfig) -> dict:
     from engine.text import build_text_encoder
     from engine.vae import build_vae
 
     torch.manual_seed(tc.seed)
-    device = torch.device(tc.device if torch.cuda.is_available() or tc.device == "cpu" else "cpu")
+    device = pick_device(tc.device)
     cfg = get_config("tiny")
     tc.ckpt.mkdir(parents=True, exist_ok=True)
     vae = build_vae(cfg)
@@ -170,28 +155,18 @@ def train(tc: DiTTrainConfig) -> dict:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step, history = 0, []
-    state_path = tc.ckpt / "state.pt"
-    if state_path.is_file():
-        state = torch.load(state_path, map_location=device)
+    state = load_checkpoint(tc.ckpt, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         step, history = state["step"], state["history"]
-        log.info("resumed from %s at step %d", state_path, step)
+        log.info("resumed from %s at step %d", tc.ckpt, step)
 
     def save() -> None:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "opt": opt.state_dict(),
-                "step": step,
-                "history": history,
-            },
-            state_path,
-        )
-        if history:
-            save_curve(history, tc.ckpt / "loss_dit.png")
+        state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}
+        save_checkpoint({**state, "step": step, "history": history}, tc.ckpt)
+        plot_curves(tc.ckpt / "loss_dit.png", {"velocity MSE": history}, "tiny DiT training", ("velocity MSE",))
         if tc.export is not None:
             save_state(ema, tc.export, torch.float16)
 
@@ -211,7 +186,7 @@ def train(tc: DiTTrainConfig) -> dict:
         if n not in masks:
             masks[n] = frame_causal_mask(tc.frames, n, cfg.window.sinks, cfg.window.m, device, copies=2)
         gap = int(torch.randint(0, tc.max_sink_gap + 1, ()).item()) if torch.rand(()) < 0.5 else 0
-        lr = tc.lr * min(1.0, (step + 1) / tc.warmup)
+        lr = warmup_cosine(step, tc.steps, tc.warmup, tc.lr)
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -263,7 +238,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="auto")
     a = p.parse_args()
     fields = {k: v for k, v in vars(a).items()}
     train(DiTTrainConfig(**fields))

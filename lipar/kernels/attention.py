@@ -29,9 +29,7 @@ _LOG2E = 1.4426950408889634
 def attention_reference(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
     """q (B, Lq, H, D), k/v (B, Lk, H, D), key_mask (Lk,) bool True = attend -> (B, Lq, H, D)."""
     mask = None if key_mask is None else key_mask[None, None, None, :]
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
-    )
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
     return out.transpose(1, 2)
 
 
@@ -240,9 +238,7 @@ def split_kv_attention(
     m_blocks = triton.cdiv(lq, block_m)
     kv_blocks = triton.cdiv(lk, block_n)
     if num_splits is None:
-        num_splits = (
-            split_count(m_blocks * b * h, kv_blocks, _num_sms(q.device.index or 0)) if q.is_cuda else 1
-        )
+        num_splits = split_count(m_blocks * b * h, kv_blocks, _num_sms(q.device.index or 0)) if q.is_cuda else 1
     # chunks of whole key blocks; recount so that no chunk is empty
     chunk = triton.cdiv(kv_blocks, max(1, min(num_splits, kv_blocks))) * block_n
     splits = triton.cdiv(lk, chunk) if lk else 1

@@ -94,9 +94,7 @@ def _restore_kernel(
         kept + b * k_b + lo[:, None].to(tl.int64) * k_k + cols[None, :] * k_d, mask=found[:, None] & col_ok
     )
     r64 = rows[:, None].to(tl.int64)
-    x_prev = tl.load(
-        prev + b * p_b + r64 * p_n + cols[None, :] * p_d, mask=(row_ok & ~found)[:, None] & col_ok
-    )
+    x_prev = tl.load(prev + b * p_b + r64 * p_n + cols[None, :] * p_d, mask=(row_ok & ~found)[:, None] & col_ok)
     x = tl.where(found[:, None], x_kept, x_prev)
     tl.store(out + b * o_b + r64 * o_n + cols[None, :] * o_d, x, mask=row_ok[:, None] & col_ok)
 
@@ -115,9 +113,7 @@ def gather_triton(tokens: Tensor, keep_idx: Tensor, out: Tensor | None = None) -
         return out
     bc = _block_cols(d)
     grid = (triton.cdiv(k, _BLOCK_ROWS), triton.cdiv(d, bc), b)
-    _gather_kernel[grid](
-        tokens, keep_idx, out, k, d, *tokens.stride(), *out.stride(), BLOCK_R=_BLOCK_ROWS, BLOCK_C=bc
-    )
+    _gather_kernel[grid](tokens, keep_idx, out, k, d, *tokens.stride(), *out.stride(), BLOCK_R=_BLOCK_ROWS, BLOCK_C=bc)
     return out
 
 

@@ -1,7 +1,6 @@
 import torch
 
 from engine.attention import CacheAttention, SequenceAttention, frame_causal_mask
-from engine.config import KVWindow
 from engine.dit import patchify, unpatchify
 from engine.kv_cache import RollingKVCache
 
@@ -44,7 +43,13 @@ def test_cached_generation_equals_full_causal_recompute(small_model):
     for f in range(frames):
         cache.append()
         s = slice(f * n, (f + 1) * n)
-        out = model(x[:, s], pos[s], t[:, s], text_kv, CacheAttention(cache, cache.token_index(cache.current_slot, idx), store_pre=True))
+        out = model(
+            x[:, s],
+            pos[s],
+            t[:, s],
+            text_kv,
+            CacheAttention(cache, cache.token_index(cache.current_slot, idx), store_pre=True),
+        )
         torch.testing.assert_close(out, full[:, s], atol=1e-10, rtol=1e-10)
         cache.commit()
 
@@ -67,16 +72,29 @@ def test_subset_forward_equals_full_forward_when_kv_complete(small_model):
     idx = torch.arange(n)
     for f in range(2):  # some clean context
         cache.append()
-        model(torch.randn(1, n, cfg.patch_dim, dtype=torch.float64), grid_positions(f, gh, gw),
-              torch.zeros(1, 1, dtype=torch.float64), text_kv, CacheAttention(cache, cache.token_index(cache.current_slot, idx), True))
+        model(
+            torch.randn(1, n, cfg.patch_dim, dtype=torch.float64),
+            grid_positions(f, gh, gw),
+            torch.zeros(1, 1, dtype=torch.float64),
+            text_kv,
+            CacheAttention(cache, cache.token_index(cache.current_slot, idx), True),
+        )
         cache.commit()
     cache.append()
     x = torch.randn(1, n, cfg.patch_dim, dtype=torch.float64)
     pos = grid_positions(2, gh, gw)
     ts = torch.full((1, 1), 700.0, dtype=torch.float64)
-    full = model(x, pos, ts, text_kv, CacheAttention(cache, cache.token_index(cache.current_slot, idx), False))  # leaves the frame's K/V in its slot
+    full = model(
+        x, pos, ts, text_kv, CacheAttention(cache, cache.token_index(cache.current_slot, idx), False)
+    )  # leaves the frame's K/V in its slot
     subset = torch.tensor([0, 4, 5, 8])
-    part = model(x[:, subset], pos[subset], ts, text_kv, CacheAttention(cache, cache.token_index(cache.current_slot, subset), False))
+    part = model(
+        x[:, subset],
+        pos[subset],
+        ts,
+        text_kv,
+        CacheAttention(cache, cache.token_index(cache.current_slot, subset), False),
+    )
     torch.testing.assert_close(part, full[:, subset], atol=1e-10, rtol=1e-10)
 
 

@@ -1,0 +1,129 @@
+"""Evidence for the shipped `tiny` model: samples, VAE reconstruction, prompt following, speed.
+
+    python benchmarks/tiny_quality.py --out benchmarks/results
+
+Writes tiny_quality.{md,json} and PNG strips (text-to-video prompts; video-to-video from a
+procedural clip and from a photograph-background clip). Runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.generator import StreamingGenerator  # noqa: E402
+from train.dataset import Background  # noqa: E402
+from train.evaluate import generation_fps, prompt_following_t2v, prompt_following_v2v, v2v_source  # noqa: E402
+from train.train_vae import VaeTrainConfig, evaluate_psnr  # noqa: E402
+
+T2V_PROMPTS = [
+    "a red ball moving right over a plain black background",
+    "a yellow square drifting up over blue and white vertical stripes",
+    "a white triangle moving left over grass",
+    "two balls, a pink one and a cyan one, bouncing over a checkered black and white floor",
+]
+COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "cyan"]
+V2V_PAIRS = [("red", "blue"), ("blue", "yellow"), ("yellow", "red"), ("green", "purple"), ("white", "orange")]
+BRICK = Background("photo", photo="brick", view=(0.1, 0.1, 0.7))
+
+
+def save_strip(rows: dict[str, list[np.ndarray]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.5 * cols, 1.65 * len(rows)), squeeze=False)
+    for r, (label, frames) in enumerate(rows.items()):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(frames):
+                ax.imshow(frames[c])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=6, wrap=True)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def t2v_frames(gen: StreamingGenerator, prompt: str, frames: int) -> list[np.ndarray]:
+    gen.reset()
+    gen.set_prompt(prompt)
+    return [gen.step(None).frames[-1] for _ in range(frames)]
+
+
+def v2v_frames(gen: StreamingGenerator, prompt: str, source: list[np.ndarray]) -> list[np.ndarray]:
+    gen.reset()
+    gen.set_prompt(prompt)
+    return [gen.step(f).frames[-1] for f in source]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--frames", type=int, default=16)
+    a = p.parse_args()
+    torch.set_grad_enabled(False)
+    a.out.mkdir(parents=True, exist_ok=True)
+    gen = StreamingGenerator.from_pretrained("tiny", device="cpu")
+    pick = list(range(0, a.frames, max(a.frames // 8, 1)))
+
+    rows = {pr[:48]: [f for i, f in enumerate(t2v_frames(gen, pr, a.frames)) if i in pick] for pr in T2V_PROMPTS}
+    save_strip(rows, a.out / "tiny_t2v.png", "tiny, text-to-video, 128x128 (every other frame)")
+    for name, background, words in (
+        ("procedural", None, "a plain black background"),
+        ("photo", BRICK, "an old brick wall"),
+    ):
+        source, _ = v2v_source("red", a.frames, 128, background)
+        rows = {"source (red ball)": [source[i] for i in pick]}
+        for dst in ("blue", "yellow"):
+            prompt = f"a {dst} ball moving right over {words}"
+            rows[prompt[:48]] = [f for i, f in enumerate(v2v_frames(gen, prompt, source)) if i in pick]
+        save_strip(rows, a.out / f"tiny_v2v_{name}.png", f"tiny, video-to-video ({name} source), 128x128")
+
+    start = time.time()
+    follow = {
+        "t2v": prompt_following_t2v(gen, COLORS, a.frames),
+        "v2v_procedural": prompt_following_v2v(gen, V2V_PAIRS, a.frames),
+        "v2v_photo": prompt_following_v2v(gen, V2V_PAIRS, a.frames, BRICK, "an old brick wall"),
+    }
+    print("prompt following", json.dumps({k: v["rate"] for k, v in follow.items()}), f"{time.time() - start:.0f}s")
+    vae_cfg = VaeTrainConfig(eval_clips=32, eval_frames=4)
+    vae_psnr = evaluate_psnr(gen.vae, vae_cfg, torch.device("cpu"))
+    source, _ = v2v_source("red", 24, 128)
+    speed = {
+        "t2v_fps_cpu_128": generation_fps(gen, 24),
+        "v2v_fps_cpu_128": generation_fps(gen, 20, source),
+        "threads": torch.get_num_threads(),
+    }
+    params = {
+        "dit": sum(p.numel() for p in gen.dit.parameters()),
+        "vae": sum(p.numel() for p in gen.vae.parameters()),
+    }
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "device": "cpu",
+        "torch": torch.__version__,
+        "params": params,
+        "vae_psnr_db": {str(k): v for k, v in vae_psnr.items()},
+        "prompt_following": follow,
+        "speed": speed,
+    }
+    (a.out / "tiny_quality.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "prompt_following"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+import torch
+
+from engine.attention import SequenceAttention, frame_causal_mask
+from engine.checkpoint import load_state
+from engine.config import get_config
+from engine.dit import CausalDiT, init_weights
+from train.train_dit import DiTTrainConfig, clip_positions, flow_loss, sample_sigmas, train
+
+
+def test_teacher_forcing_mask_is_what_inference_sees():
+    """Copy 0 = clean frames (the cache pass), copy 1 = noisy frames: noisy frame f sees the clean frames of
+    its window before it and itself, never its own clean copy, other noisy frames or the future."""
+    m = frame_causal_mask(frames=9, tokens_per_frame=1, sinks=1, m=6, copies=2)
+    noisy = 9  # row offset of the noisy copy
+    f = 8
+    assert m[noisy + f, noisy + f] and not m[noisy + f, noisy + f - 1]
+    assert not m[noisy + f, f]  # its own clean copy
+    assert m[noisy + f, 0] and m[noisy + f, 2] and m[noisy + f, 7] and not m[noisy + f, 1]  # sink + last 6
+    assert not m[3, 4] and m[4, 3]  # clean copy is causal
+
+
+def test_noisy_frames_never_see_the_future():
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    model = CausalDiT(cfg).eval()
+    init_weights(model)
+    f, n = 4, 4
+    x = torch.randn(1, 2 * f * n, cfg.patch_dim)
+    pos = clip_positions(f, 2, 2, 0, "cpu").repeat(2, 1)
+    t = torch.rand(1, 2 * f * n) * 1000
+    text = model.text_kv(torch.randn(1, cfg.text_len, cfg.text_dim))
+    attn = SequenceAttention(frame_causal_mask(f, n, 1, 6, copies=2))
+    with torch.no_grad():
+        a = model(x, pos, t, text, attn)
+        y = x.clone()
+        y[:, 2 * n : 3 * n] += 1.0  # change clean frame 2
+        b = model(y, pos, t, text, attn)
+    noisy = slice(f * n, (f + 3) * n)  # noisy frames 0..2, including frame 2's own noisy version
+    torch.testing.assert_close(a[:, noisy], b[:, noisy])
+    assert not torch.allclose(a[:, (f + 3) * n :], b[:, (f + 3) * n :])  # noisy frame 3 sees clean frame 2
+
+
+def test_sigmas_cover_the_schedules_and_stay_in_range():
+    cfg = get_config("tiny")
+    s = sample_sigmas(cfg, (4000,), "cpu")
+    assert s.min() > 0 and s.max() <= 1
+    exact = torch.tensor(cfg.t2v_schedule.sigmas)
+    assert (s[:, None] - exact[None]).abs().min(1).values.eq(0).float().mean() > 0.15
+
+
+def test_flow_loss_is_finite_and_has_gradients():
+    cfg = get_config("tiny")
+    model = CausalDiT(cfg)
+    init_weights(model)
+    latents = torch.randn(2, 3, cfg.latent_channels, 4, 4)
+    mask = frame_causal_mask(3, 4, 1, 6, copies=2)
+    loss = flow_loss(model, latents, torch.randn(2, cfg.text_len, cfg.text_dim), mask, gap=100)
+    loss.backward()
+    assert torch.isfinite(loss) and model.blocks[0].self_attn.q.weight.grad.abs().sum() > 0
+
+
+def test_training_resumes_and_exports(tmp_path):
+    base = dict(ckpt=tmp_path / "ckpt", vae=get_vae_path(), export=tmp_path / "dit.safetensors", device="cpu",
+                frames=3, batch_small=1, pool_clips=2, pool_steps=10, large_every=0, warmup=1)
+    first = train(DiTTrainConfig(steps=2, **base))
+    assert first["step"] == 2
+    second = train(DiTTrainConfig(steps=3, **base))
+    assert second["step"] == 3
+    model = CausalDiT(get_config("tiny"))
+    load_state(model, tmp_path / "dit.safetensors")
+
+
+def get_vae_path():
+    from engine.checkpoint import WEIGHTS_DIR
+
+    return WEIGHTS_DIR / "tiny" / "vae.safetensors"
