@@ -82,7 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     serve(
         ServerConfig(
-            host=args.host, port=args.port, model=args.model, device=args.device, random_weights=args.random_weights
+            host=args.host, port=args.port, model=args.model, device=args.device, size=args.size,
+            weights=args.weights, random_weights=args.random_weights,
         )
     )
 
@@ -128,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--model", default="tiny")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--random-weights", action="store_true")
+    s.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    s.add_argument("--size", type=parse_size, default=None, help="HEIGHTxWIDTH (default: the model's)")
+    s.add_argument("--weights", default=None, help="local checkpoint folder")
+    s.add_argument("--random-weights", action="store_true", help="random weights (plumbing demos, timing)")
     s.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bench", help="latency/throughput of baseline vs LIPAR in one process")

@@ -21,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.video_io import write_video  # noqa: E402
+from stream.browser import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
 
 PAGE = b"""<!doctype html><video id=v autoplay muted playsinline></video><canvas id=c></canvas><script>
 async function grab(n, size, everyMs) {
@@ -60,19 +61,8 @@ def main() -> None:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-    ]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS))
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
         urls = page.evaluate(f"grab({a.frames}, {a.size}, 100)")

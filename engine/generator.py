@@ -137,10 +137,14 @@ class StreamingGenerator:
             )
         else:
             load_state(dit, folder / "dit.safetensors")
-            if (folder / "vae.safetensors").is_file():
-                load_state(vae, folder / "vae.safetensors")
+            # a DiT-only folder (a training run's export) pairs with the shipped VAE it was trained on
+            vae_file = next(
+                (f for f in (folder / "vae.safetensors", WEIGHTS_DIR / name / "vae.safetensors") if f.is_file()), None
+            )
+            if vae_file is None:
+                log.warning("no vae.safetensors for %s: the VAE has random weights", name)
             else:
-                log.warning("no vae.safetensors in %s: the VAE has random weights", folder)
+                load_state(vae, vae_file)
         text = build_text_encoder(cfg, path=text_encoder_path, random=random_weights and cfg.text_encoder != "minilm")
         return cls(cfg, dit, vae, text, dev, size, lipar or LiparConfig(), seed, backend)
 
