@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from build_engines.export import export_buckets, load_dit, token_grid
-from build_engines.tensorrt_build import PRECISIONS, EngineKey, cached_engine, import_tensorrt, weights_tag
+from build_engines.export import export_step, load_dit, onnx_name, resolve_buckets, token_grid
+from build_engines.tensorrt_build import EngineKey, cached_engine, check_precision, import_tensorrt, weights_tag
 from build_engines.verify import TOLERANCE, verify_onnx
 
 log = logging.getLogger(__name__)
@@ -43,29 +43,27 @@ def build_engines(
     Prints the table and returns its rows. A graph that fails the check stops the build (RuntimeError)."""
     from engine.generator import resolve_device
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     dev = resolve_device(device)
     dit = load_dit(model, weights, random_weights, seed)
-    sizes = list(sizes) if sizes else [(dit.cfg.height, dit.cfg.width)]
-    for size in sizes:
-        token_grid(dit.cfg, size)  # every size is valid before anything is exported
+    sizes = [tuple(s) for s in sizes] if sizes else [(dit.cfg.height, dit.cfg.width)]
+    grids = [token_grid(dit.cfg, size) for size in sizes]  # every size and bucket is checked before any export
+    plans = [(size, grid, resolve_buckets(grid[0] * grid[1], buckets)) for size, grid in zip(sizes, grids)]
     skip = _tensorrt_skip_reason(dev.type)
     tag = None if skip else weights_tag(model, weights, random_weights, seed)
     out = Path(out)
     rows = []
-    for size in sizes:
-        grid = token_grid(dit.cfg, size)
-        for path in export_buckets(dit, model, out, size, buckets):
+    for size, grid, bucket_list in plans:
+        for bucket in bucket_list:
+            path = export_step(dit, grid, bucket, out / onnx_name(model, size, bucket))
             error = max(verify_onnx(path, dit, grid).values())
             if error > TOLERANCE:
                 raise RuntimeError(
                     f"{path}: onnxruntime differs from torch by {error:.1e} (> {TOLERANCE:.0e}); "
                     "no engine is built from a graph that does not compute the model"
                 )
-            bucket = int(path.stem.rsplit("-k", 1)[1])
             status = f"skipped: {skip}" if skip else _engine_status(path, out, model, size, bucket, precision, tag)
-            rows.append(EngineRow(tuple(size), bucket, path, path.stat().st_size, error, status))
+            rows.append(EngineRow(size, bucket, path, path.stat().st_size, error, status))
     print(format_table(rows))
     return rows
 

@@ -244,19 +244,13 @@ def onnx_name(model: str, size: tuple[int, int], bucket: int) -> str:
     return f"{model}-{size[0]}x{size[1]}-k{bucket}.onnx"
 
 
-def export_buckets(
-    dit: CausalDiT, model_name: str, out_dir: str | Path, size: tuple[int, int], buckets: Sequence[int] | None = None
-) -> list[Path]:
-    """One ONNX step graph per kept-token bucket at video `size` in `out_dir`, named by `onnx_name`.
-    `buckets` are kept-token counts (default: the 16 `bucket_sizes` of a frame)."""
-    grid = token_grid(dit.cfg, size)
-    tokens = grid[0] * grid[1]
-    sizes = bucket_sizes(tokens) if buckets is None else sorted(set(buckets))
-    bad = [b for b in sizes if not 1 <= b <= tokens]
+def resolve_buckets(tokens_per_frame: int, buckets: Sequence[int] | None) -> list[int]:
+    """Sorted kept-token counts to export (default: the 16 `bucket_sizes` of a frame), each checked."""
+    sizes = bucket_sizes(tokens_per_frame) if buckets is None else sorted(set(buckets))
+    bad = [b for b in sizes if not 1 <= b <= tokens_per_frame]
     if bad:
-        raise ValueError(f"buckets {bad} are outside [1, {tokens}] (tokens per frame at {size[0]}x{size[1]})")
-    out_dir = Path(out_dir)
-    return [export_step(dit, grid, b, out_dir / onnx_name(model_name, size, b)) for b in sizes]
+        raise ValueError(f"buckets {bad} are outside [1, {tokens_per_frame}] (the tokens of one frame at this size)")
+    return sizes
 
 
 def export_onnx(
@@ -269,7 +263,13 @@ def export_onnx(
     seed: int = 0,
 ) -> list[Path]:
     """Export `model_name`'s step graphs, one per kept-token bucket, at video `size` (default: the
-    model's). Weights from the repo or the `weights` folder, or random ones when asked for."""
+    model's). `buckets` are kept-token counts (default: the 16 `bucket_sizes` of a frame). Weights come
+    from the repo or the `weights` folder, or are random when asked for."""
     dit = load_dit(model_name, weights, random_weights, seed)
     size = size or (dit.cfg.height, dit.cfg.width)
-    return export_buckets(dit, model_name, out_dir, size, buckets)
+    grid = token_grid(dit.cfg, size)
+    out_dir = Path(out_dir)
+    return [
+        export_step(dit, grid, b, out_dir / onnx_name(model_name, size, b))
+        for b in resolve_buckets(grid[0] * grid[1], buckets)
+    ]

@@ -65,7 +65,7 @@ def import_tensorrt():
     return trt
 
 
-def _check_precision(precision: str) -> None:
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
 
@@ -100,7 +100,7 @@ class EngineKey:
     gpu: str  # torch.cuda.get_device_name()
 
     def __post_init__(self) -> None:
-        _check_precision(self.precision)
+        check_precision(self.precision)
         if self.bucket < 1:
             raise ValueError(f"bucket must be >= 1, got {self.bucket}")
 
@@ -126,7 +126,7 @@ class EngineKey:
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str = "bf16") -> Path:
     """Parse an exported step graph and build a serialized engine at `engine_path`."""
-    _check_precision(precision)
+    check_precision(precision)
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
