@@ -82,8 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     serve(
         ServerConfig(
-            host=args.host, port=args.port, model=args.model, device=args.device, size=args.size,
-            weights=args.weights, random_weights=args.random_weights,
+            host=args.host,
+            port=args.port,
+            model=args.model,
+            device=args.device,
+            size=args.size,
+            weights=args.weights,
+            random_weights=args.random_weights,
         )
     )
 
@@ -109,6 +114,22 @@ def cmd_bench(args: argparse.Namespace) -> None:
             lipar=lipar_from_args(args),
             command=" ".join(["python", "app.py", *sys.argv[1:]]),
         )
+    )
+
+
+def cmd_build_engines(args: argparse.Namespace) -> None:
+    from build_engines.cli import build_engines
+
+    build_engines(
+        model=args.model,
+        out=args.out,
+        device=args.device,
+        sizes=args.size,
+        buckets=args.buckets,
+        random_weights=args.random_weights,
+        weights=args.weights,
+        precision=args.precision,
+        seed=args.seed,
     )
 
 
@@ -145,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="auto", help="torch | cudagraph | auto")
     b.add_argument("--out", default="benchmarks/results/bench", help="output folder")
     b.set_defaults(func=cmd_bench)
+
+    e = sub.add_parser("build-engines", help="export ONNX step graphs, verify them, build TensorRT engines")
+    e.add_argument("--model", default="tiny", help=f"one of: {', '.join(CONFIGS)}")
+    e.add_argument("--out", default="engines", help="engine cache folder")
+    e.add_argument("--device", default="auto", help="cpu | cuda | auto (TensorRT needs cuda)")
+    e.add_argument("--size", type=parse_size, action="append", default=None, help="HEIGHTxWIDTH, repeatable")
+    e.add_argument("--buckets", type=positive_int, nargs="+", default=None, help="kept-token counts")
+    e.add_argument("--precision", default="bf16", help="bf16 | fp16 | fp32 (TensorRT)")
+    e.add_argument("--weights", default=None, help="local checkpoint folder")
+    e.add_argument("--random-weights", action="store_true")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=cmd_build_engines)
     return parser
 
 

@@ -31,9 +31,7 @@ Why these choices:
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,8 +40,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from engine import checkpoint
 from engine.attention import attention
-from engine.config import ModelConfig, get_config
+from engine.backends import bucket_sizes
+from engine.config import ModelConfig
 from engine.dit import CausalDiT
 from engine.kv_cache import RollingKVCache
 
@@ -76,22 +76,6 @@ def graph_shapes(cfg: ModelConfig, tokens_per_frame: int, bucket: int) -> dict[s
     }
 
 
-def bucket_sizes(tokens_per_frame: int, buckets: int = 16) -> list[int]:
-    """Kept-token counts rounded up to 1/`buckets` of a frame (the sizes `CudaGraphRunner` captures)."""
-    return sorted({math.ceil(tokens_per_frame * i / buckets) for i in range(1, buckets + 1)})
-
-
-class _RopeInputs:
-    """Stands in for the model's `Rope3D` while tracing: returns the cos/sin the graph takes as inputs."""
-
-    def __init__(self) -> None:
-        self.cos: Tensor | None = None
-        self.sin: Tensor | None = None
-
-    def cos_sin(self, pos: Tensor | None) -> tuple[Tensor, Tensor]:
-        return self.cos, self.sin
-
-
 class _RowsAttention:
     """`CacheAttention` with the cache as a graph input: write-then-attend through an out-of-place
     scatter, and the written rows collected as graph outputs."""
@@ -109,12 +93,11 @@ class _RowsAttention:
 
 class StepGraph(nn.Module):
     """One denoising step (or the cache pass) of `CausalDiT` over K kept tokens, plain tensors in
-    and out (see the module docstring). Shares the DiT's parameters; only the RoPE source differs."""
+    and out (see the module docstring). Shares the DiT's parameters; RoPE enters as cos/sin tables."""
 
     def __init__(self, dit: CausalDiT) -> None:
         super().__init__()
-        self.dit = copy.copy(dit)  # a shallow copy: same parameters, its own `rope` attribute
-        self.rope = self.dit.rope = _RopeInputs()
+        self.dit = dit
 
     def forward(
         self,
@@ -128,10 +111,9 @@ class StepGraph(nn.Module):
         text_k: Tensor,
         text_v: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        self.rope.cos, self.rope.sin = cos, sin
         attn = _RowsAttention(k, v, write_idx)
         text_kv = list(zip(text_k.unbind(0), text_v.unbind(0)))
-        velocity = self.dit(x, None, timestep, text_kv, attn)  # positions enter through cos/sin
+        velocity = self.dit.forward_rotary(x, cos, sin, timestep, text_kv, attn)
         k_rows, v_rows, k_pre_rows = (torch.stack(r) for r in zip(*attn.rows))  # each (layers, 1, K, H, D)
         return velocity, k_rows, v_rows, k_pre_rows
 
@@ -161,9 +143,7 @@ def random_step(dit: CausalDiT, grid: tuple[int, int], bucket: int, seed: int = 
     cfg = dit.cfg
     tokens_per_frame = grid[0] * grid[1]
     g = torch.Generator().manual_seed(seed)
-    cache = RollingKVCache(
-        cfg.layers, 1, tokens_per_frame, cfg.heads, cfg.head_dim, cfg.window, "cpu", torch.float32
-    )
+    cache = RollingKVCache(cfg.layers, 1, tokens_per_frame, cfg.heads, cfg.head_dim, cfg.window, "cpu", torch.float32)
     for t in (cache.k, cache.v, cache.k_pre):
         t.copy_(torch.randn(t.shape, generator=g))
     cache.frames = 20_000 + int(torch.randint(0, 1000, (1,), generator=g))
@@ -222,22 +202,7 @@ def export_step(dit: CausalDiT, grid: tuple[int, int], bucket: int, path: str | 
 
 def load_dit(name: str, weights: str | Path | None = None, random_weights: bool = False, seed: int = 0) -> CausalDiT:
     """An fp32 CPU DiT for export, loaded as `StreamingGenerator.from_pretrained` loads it."""
-    from engine.checkpoint import WEIGHTS_DIR, load_state
-    from engine.dit import init_weights
-
-    cfg = get_config(name)
-    dit = CausalDiT(cfg)
-    folder = Path(weights) if weights is not None else WEIGHTS_DIR / name
-    if random_weights:
-        init_weights(dit, seed)
-    elif not (folder / "dit.safetensors").is_file():
-        raise FileNotFoundError(
-            f"no weights for model {name!r} in {folder} (expected dit.safetensors); give a local "
-            f"checkpoint folder, or ask for random weights explicitly (--random-weights) for timing"
-        )
-    else:
-        load_state(dit, folder / "dit.safetensors")
-    return dit.float().eval()
+    return checkpoint.load_dit(name, weights, random_weights, seed).float().eval()
 
 
 def onnx_name(model: str, size: tuple[int, int], bucket: int) -> str:

@@ -20,6 +20,7 @@ exists) and `TensorRTRunner` in tensorrt_build.py.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,8 +42,9 @@ class GraphRunner(ABC):
             raise ValueError("a graph runner needs at least one bucket's graph")
         self.eager = EagerRunner(dit, cache)
         self.dit, self.cache = dit, cache
+        cfg = dataclasses.replace(dit.cfg, window=cache.window)  # the cache's window is what is fed
         for bucket, got in shapes.items():
-            want = graph_shapes(dit.cfg, cache.tokens_per_frame, bucket)
+            want = graph_shapes(cfg, cache.tokens_per_frame, bucket)
             wrong = {n: (tuple(got.get(n, ())), want[n]) for n in want if tuple(got.get(n, ())) != want[n]}
             if wrong:
                 raise ValueError(

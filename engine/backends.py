@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "cudagraph")
 
 
+def bucket_sizes(tokens_per_frame: int, buckets: int = 16) -> list[int]:
+    """Kept-token counts rounded up to 1/`buckets` of a frame: one CUDA graph (or engine) each."""
+    return sorted({math.ceil(tokens_per_frame * i / buckets) for i in range(1, buckets + 1)})
+
+
 class EagerRunner:
     def __init__(self, dit: CausalDiT, cache: RollingKVCache) -> None:
         self.dit, self.cache = dit, cache
@@ -63,8 +68,7 @@ class CudaGraphRunner:
     def __init__(self, dit: CausalDiT, cache: RollingKVCache, buckets: int = 16) -> None:
         self.eager = EagerRunner(dit, cache)
         self.dit, self.cache = dit, cache
-        n = cache.tokens_per_frame
-        self.sizes = sorted({math.ceil(n * i / buckets) for i in range(1, buckets + 1)})
+        self.sizes = bucket_sizes(cache.tokens_per_frame, buckets)
         self.graphs: dict[tuple[int, bool], _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.text_kv: list[tuple[Tensor, Tensor]] | None = None

@@ -47,3 +47,23 @@ def save_state(module: nn.Module, path: str | Path, dtype: torch.dtype = torch.f
         k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in module.state_dict().items()
     }
     save_file(state, str(path))
+
+
+def load_dit(name: str, weights: str | Path | None = None, random_weights: bool = False, seed: int = 0):
+    """The preset's DiT (fp32, CPU) with its weights: from `weights` (a local folder holding
+    dit.safetensors), else the repo's `engine/weights/<name>/`, or random only when asked for."""
+    from engine.config import get_config
+    from engine.dit import CausalDiT, init_weights
+
+    dit = CausalDiT(get_config(name))
+    folder = Path(weights) if weights is not None else WEIGHTS_DIR / name
+    if random_weights:
+        init_weights(dit, seed)
+    elif not (folder / "dit.safetensors").is_file():
+        raise FileNotFoundError(
+            f"no weights for model {name!r} in {folder} (expected dit.safetensors); give a local "
+            f"checkpoint folder, or ask for random weights explicitly (--random-weights) for timing"
+        )
+    else:
+        load_state(dit, folder / "dit.safetensors")
+    return dit

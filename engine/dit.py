@@ -169,6 +169,13 @@ class CausalDiT(nn.Module):
     ) -> Tensor:
         """Velocity (eps - x0) at the given tokens, (B, n, C*4) in the input token layout."""
         cos, sin = self.rope.cos_sin(pos)
+        return self.forward_rotary(x, cos, sin, timestep, text_kv, attn)
+
+    def forward_rotary(
+        self, x: Tensor, cos: Tensor, sin: Tensor, timestep: Tensor, text_kv: list, attn: SelfAttention
+    ) -> Tensor:
+        """`forward` with the tokens' RoPE tables (n, D/2) given instead of their positions: exported
+        graphs take cos/sin as inputs, since TensorRT has no float64 for the angles of long streams."""
         w = self.patch_embedding
         h = F.linear(x.to(w.weight.dtype), w.weight.flatten(1), w.bias)  # (B, n, dim)
         t_emb = self.time_embedding(sinusoidal_embedding(timestep, self.cfg.freq_dim).to(h.dtype))

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from engine.backends import BACKENDS, CudaGraphRunner, EagerRunner
-from engine.checkpoint import WEIGHTS_DIR, load_state
+from engine.checkpoint import WEIGHTS_DIR, load_dit, load_state
 from engine.config import ModelConfig, get_config
-from engine.dit import CausalDiT, init_weights, patchify, unpatchify
+from engine.dit import CausalDiT, patchify, unpatchify
 from engine.kv_cache import RollingKVCache
 from engine.sampler import add_noise, euler_step, next_sigmas
 from engine.text import build_text_encoder
@@ -126,18 +126,10 @@ class StreamingGenerator:
         dev = resolve_device(device)
         size = size or (cfg.height, cfg.width)
         cfg.latent_size(*size)  # validates the size before anything heavy happens
-        dit, vae = CausalDiT(cfg), build_vae(cfg)
-        folder = Path(weights) if weights is not None else WEIGHTS_DIR / name
-        if random_weights:
-            init_weights(dit, seed)
-        elif not (folder / "dit.safetensors").is_file():
-            raise FileNotFoundError(
-                f"no weights for model {name!r} in {folder} (expected dit.safetensors); give a local "
-                f"checkpoint folder, or ask for random weights explicitly (--random-weights) for timing"
-            )
-        else:
-            load_state(dit, folder / "dit.safetensors")
+        dit, vae = load_dit(name, weights, random_weights, seed), build_vae(cfg)
+        if not random_weights:
             # a DiT-only folder (a training run's export) pairs with the shipped VAE it was trained on
+            folder = Path(weights) if weights is not None else WEIGHTS_DIR / name
             vae_file = next(
                 (f for f in (folder / "vae.safetensors", WEIGHTS_DIR / name / "vae.safetensors") if f.is_file()), None
             )

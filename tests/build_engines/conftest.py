@@ -37,4 +37,3 @@ def exported(small_dit, tmp_path_factory):
         return paths[bucket]
 
     return get
-

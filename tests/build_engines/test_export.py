@@ -2,7 +2,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import GRID, small_config
 
 from build_engines.cli import build_engines
 from build_engines.export import (
@@ -17,9 +16,11 @@ from build_engines.export import (
 from build_engines.runner import OnnxRuntimeRunner
 from build_engines.verify import TOLERANCE, verify_onnx
 from engine.backends import EagerRunner
+from engine.config import KVWindow
 from engine.dit import CausalDiT
 from engine.kv_cache import RollingKVCache
 
+GRID = (4, 4)  # the small model's frames (conftest)
 TOKENS = GRID[0] * GRID[1]
 
 
@@ -111,10 +112,7 @@ def test_onnxruntime_runner_matches_the_eager_runner(small_dit, exported):
 
 def test_runner_rejects_graphs_of_another_model_or_cache(small_dit, exported):
     cfg = small_dit.cfg
-    other_window = small_config(window=type(cfg.window)(1, 3))
-    cache = RollingKVCache(
-        cfg.layers, 1, TOKENS, cfg.heads, cfg.head_dim, other_window.window, "cpu", torch.float32
-    )
+    cache = RollingKVCache(cfg.layers, 1, TOKENS, cfg.heads, cfg.head_dim, KVWindow(1, 3), "cpu", torch.float32)
     with pytest.raises(ValueError, match="not exported for this model, size and window"):
         OnnxRuntimeRunner(small_dit, cache, [exported(6)])
     bf16 = RollingKVCache(cfg.layers, 1, TOKENS, cfg.heads, cfg.head_dim, cfg.window, "cpu", torch.bfloat16)
