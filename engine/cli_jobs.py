@@ -8,7 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.config import get_config
 from engine.generator import StreamingGenerator
+from engine.text import validate_prompt
 from engine.video_io import VideoWriter, read_frames
 
 log = logging.getLogger(__name__)
@@ -31,16 +33,18 @@ def generate_video(
     """Write exactly `frames` video frames to `out` (H.264 MP4). Returns summary stats."""
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must be an .mp4 file, got {out}")
+    validate_prompt(prompt)
+    per = get_config(model).frames_per_latent
+    steps = math.ceil(frames / per)
+    sources = None
+    if source is not None:  # read the source before loading anything heavy: a bad file fails fast
+        sources = list(read_frames(source, limit=steps * per))
+        if len(sources) < steps * per:
+            raise ValueError(f"source {source} has {len(sources)} frames, fewer than the {frames} asked for (--frames)")
     gen = StreamingGenerator.from_pretrained(
         model, device=device, lipar=lipar, random_weights=random_weights, size=size, seed=seed, weights=weights
     )
     gen.set_prompt(prompt)
-    steps = math.ceil(frames / gen.frames_per_latent)
-    sources = None
-    if source is not None:
-        sources = list(read_frames(source, limit=steps * gen.frames_per_latent))
-        if len(sources) < steps * gen.frames_per_latent:
-            raise ValueError(f"source {source} has {len(sources)} frames, fewer than the {frames} asked for (--frames)")
     kept, written = [], 0
     with VideoWriter(out, fps) as writer:
         for i in tqdm(range(steps), desc="generating", unit="latent frame"):

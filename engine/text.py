@@ -69,6 +69,9 @@ class _TransformersEncoder:
     def _ensure_loaded(self) -> None:
         if self._model is None:
             os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces with local_files_only: never download
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a CLI error must stay one line on stderr
             log.info("loading %s from %s", type(self).__name__, self.path)
             self._tokenizer, self._model = self._load()
 
