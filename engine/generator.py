@@ -161,9 +161,8 @@ class StreamingGenerator:
         self.mask.reset()
         self.vae.reset()
         self.previous_clean: Tensor | None = None  # (1, N, D) tokens of the last clean latent
-        self.noisy_kv: list[
-            tuple[Tensor, Tensor]
-        ] = []  # (k_pre, v) per step, all layers  # m-degree ablation: last frame's per-step K/V
+        # m-degree ablation: the last frame's (k_pre, v) of every layer after each denoising step
+        self.noisy_kv: list[tuple[Tensor, Tensor]] = []
         self.noise = torch.Generator(device=self.device).manual_seed(self.seed)
         self.last_mode: str | None = None
 
