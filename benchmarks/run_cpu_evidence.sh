@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every CPU result file the README cites, regenerated in one go (about 10 minutes on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python benchmarks/calibrate_lipar.py --out benchmarks/results/lipar_calibration.json
+python benchmarks/tiny_quality.py --out benchmarks/results
+python benchmarks/lipar_quality.py --out benchmarks/results
+python app.py bench --device cpu --frames 32 --warmup 8 --sweep-keep --target-fps 8 --out benchmarks/results/bench_tiny_cpu
+python app.py bench --device cpu --source benchmarks/data/chromium_fake_camera.mp4 --frames 24 --warmup 8 \
+    --out benchmarks/results/bench_tiny_cpu_fake_camera
+python benchmarks/stream_latency.py
+python -m pytest -q tests/e2e   # refreshes benchmarks/results/stream_page.png
