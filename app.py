@@ -110,6 +110,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             target_fps=args.target_fps,
             sweep_keep=args.sweep_keep,
             backend=args.backend,
+            triton=args.triton,
             out=Path(args.out),
             lipar=lipar_from_args(args),
             command=" ".join(["python", "app.py", *sys.argv[1:]]),
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target-fps", type=float, default=None, help="deadline for the miss rate (video fps)")
     b.add_argument("--sweep-keep", action="store_true", help="also sweep synthetic kept ratios 100/75/50/25%%")
     b.add_argument("--backend", default="auto", help="torch | cudagraph | auto")
+    b.add_argument("--triton", action="store_true", help="use LIPAR's Triton kernels (CUDA)")
     b.add_argument("--out", default="benchmarks/results/bench", help="output folder")
     b.set_defaults(func=cmd_bench)
 

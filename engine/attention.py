@@ -7,32 +7,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.kv_cache import RollingKVCache
+from lipar.kernels.attention import attention as split_kv_or_sdpa
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
     """q (B, n, H, D), k/v (B, L, H, D) (strided views allowed), key_mask (L,) or (n, L) bool,
-    True = attend. Returns (B, n, H, D)."""
-    if key_mask is None and q.is_cuda and split_kv_enabled():
-        from lipar.kernels.attention import split_kv_attention
-
-        return split_kv_attention(q, k, v)
-    if key_mask is not None and key_mask.dim() == 1:
-        key_mask = key_mask[None, :]  # one row, broadcast over queries
+    True = attend. Returns (B, n, H, D). Per-key masks go through lipar's split-KV kernel when its
+    switch is on (CUDA), else SDPA; per-query masks (training) go straight to SDPA."""
+    if key_mask is None or key_mask.dim() == 1:
+        return split_kv_or_sdpa(q, k, v, key_mask)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=key_mask)
     return out.transpose(1, 2)
-
-
-_SPLIT_KV = False
-
-
-def split_kv_enabled() -> bool:
-    return _SPLIT_KV
-
-
-def use_split_kv(enabled: bool) -> None:
-    """Route cached attention through the Triton split-KV kernel (only where it measured faster)."""
-    global _SPLIT_KV
-    _SPLIT_KV = enabled
 
 
 class SequenceAttention:

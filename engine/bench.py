@@ -43,6 +43,7 @@ class BenchConfig:
     target_fps: float | None = None
     sweep_keep: bool = False
     backend: str = "auto"
+    triton: bool = False  # LIPAR's Triton kernels (recovery, gather/restore, split-KV attention) on CUDA
     out: Path = Path("benchmarks/results/bench")
     lipar: LiparConfig = LiparConfig()
     command: str = ""
@@ -170,6 +171,9 @@ def card_name(device: torch.device) -> str:
 
 
 def run_bench(cfg: BenchConfig) -> dict:
+    from lipar.kernels import set_all_triton
+
+    set_all_triton(cfg.triton)
     gen = StreamingGenerator.from_pretrained(
         cfg.model,
         device=cfg.device,
@@ -200,6 +204,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "card": card_name(gen.device),
         "torch": torch.__version__,
         "backend": gen.backend,
+        "triton_kernels": cfg.triton,
         "command": cfg.command,
         "frames_timed": cfg.frames,
         "frames_per_latent": per,

@@ -53,7 +53,7 @@ class DiTTrainConfig:
     pool_steps: int = 300
     lr: float = 3e-4
     warmup: int = 300
-    ema: float = 0.999
+    ema: float = 0.999  # of the exported weights; a run of only a few thousand steps wants ~0.99
     max_sink_gap: int = 1000  # random time gap after the sink frame: streams run far past training clips
     seed: int = 0
     device: str = "auto"
@@ -237,6 +237,7 @@ def main() -> None:
     p.add_argument("--pool-steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights (short runs: lower)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--device", default="auto")
     a = p.parse_args()
