@@ -1,0 +1,28 @@
+"""The prompt-following measure itself, on frames whose answer is known."""
+
+import numpy as np
+
+from train.dataset import COLORS
+from train.evaluate import color_names, dominant_color, object_region, v2v_source
+
+
+def test_each_named_colour_maps_to_itself():
+    pixels = np.array(list(COLORS.values()), np.uint8)
+    assert [list(COLORS)[i] for i in color_names(pixels)] == list(COLORS)
+
+
+def test_rendered_ball_is_found_and_named():
+    for color in ("red", "blue", "yellow"):
+        video, masks = v2v_source(color, 3, 64)
+        frame = video[1]
+        assert dominant_color(frame, masks[1]) == color
+        region = object_region(frame, "black")
+        overlap = (region & masks[1]).sum() / masks[1].sum()
+        assert overlap > 0.9 and region.sum() < 1.3 * masks[1].sum()
+
+
+def test_too_small_a_region_has_no_colour():
+    frame = np.zeros((16, 16, 3), np.uint8)
+    region = np.zeros((16, 16), bool)
+    region[0, :3] = True
+    assert dominant_color(frame, region) is None
