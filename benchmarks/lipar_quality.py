@@ -23,6 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from strips import save_strip  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+from engine.bench import psnr  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
 from engine.video_io import read_frames  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
@@ -78,11 +81,6 @@ def warp_error(out: list[np.ndarray], src: list[np.ndarray]) -> float:
     return float(np.mean(errors))
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 99.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
@@ -111,28 +109,6 @@ def overlay(frame: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def strip(name: str, rows: dict[str, list[np.ndarray]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = len(next(iter(rows.values())))
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.7 * len(rows)), squeeze=False)
-    for r, (label, frames) in enumerate(rows.items()):
-        for c, f in enumerate(frames):
-            ax = axes[r, c]
-            ax.imshow(f)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(f"LIPAR on tiny: {name}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / f"lipar_{name}.png", dpi=110)
-    plt.close(fig)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=24)
@@ -140,6 +116,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     a = p.parse_args()
     torch.set_grad_enabled(False)
+    a.out.mkdir(parents=True, exist_ok=True)
     gen = StreamingGenerator.from_pretrained("tiny", device="cpu", size=(a.size, a.size))
     clips = procedural_clips(a.frames, a.size)
     if FAKE_CAMERA.is_file():
@@ -152,22 +129,22 @@ def main() -> None:
         for v, (outs, _, kept) in runs.items():
             row[v] = {
                 "kept_ratio": float(np.mean(kept[1:])),
-                "psnr_vs_unpruned": float(np.mean([psnr(o, b) for o, b in zip(outs, base)])),
+                "psnr_vs_unpruned": float(np.mean([min(psnr(o, b), 99.0) for o, b in zip(outs, base)])),
                 "ssim_vs_unpruned": float(np.mean([ssim(o, b) for o, b in zip(outs, base)])),
                 "warp_error": warp_error(outs, source),
             }
         results[name] = row
         pick = np.linspace(1, len(source) - 1, 6).astype(int)
         outs, masks, _ = runs["noise-aware"]
-        strip(
-            name,
+        save_strip(
             {
                 "source": [source[i] for i in pick],
                 "unpruned": [base[i] for i in pick],
                 "LIPAR": [outs[i] for i in pick],
                 "pruned (blue)": [overlay(outs[i], masks[i]) for i in pick],
             },
-            a.out,
+            a.out / f"lipar_{name}.png",
+            f"LIPAR on tiny: {name}",
         )
         print(name, json.dumps(row, indent=None))
     cfg = gen.lipar
@@ -181,7 +158,6 @@ def main() -> None:
         "tau_long": cfg.tau_long,
         "command": "python " + " ".join(sys.argv),
     }
-    a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "lipar_quality.json").write_text(json.dumps({"meta": meta, "clips": results}, indent=1))
     lines = [
         "# LIPAR quality on `tiny`",

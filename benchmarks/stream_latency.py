@@ -123,8 +123,7 @@ def server_rates(before: dict, after: dict) -> dict:
         # the server's own share of the latency: generated -> handed to a viewer's encoder
         "server_delivery_ms_mean": round(1e3 * (after["delivered_s"] - before["delivered_s"]) / delivered, 1),
         "server_cpu_ms_per_frame": {
-            role: round(1e3 * (cpu - before["cpu"].get(role, 0.0)) / frames, 1)
-            for role, cpu in after["cpu"].items()
+            role: round(1e3 * (cpu - before["cpu"].get(role, 0.0)) / frames, 1) for role, cpu in after["cpu"].items()
         },
     }
 
@@ -269,9 +268,7 @@ _PAGE_PROBE = """BITS => {
 }"""
 
 
-def chromium_phase(
-    srv: BackgroundServer, stamps: StampedGenerator, warmup: float, seconds: float
-) -> dict | None:
+def chromium_phase(srv: BackgroundServer, stamps: StampedGenerator, warmup: float, seconds: float) -> dict | None:
     if not CHROMIUM.exists():
         return None
     from playwright.sync_api import sync_playwright
@@ -357,9 +354,7 @@ def main() -> None:
         "model": args.model,
         "size": [args.size, args.size],
         "device": str(stamps.device),
-        "gpu": torch.cuda.get_device_name()
-        if torch.cuda.is_available() and stamps.device.type == "cuda"
-        else None,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() and stamps.device.type == "cuda" else None,
         "cpu_cores": os.cpu_count(),
         "platform": platform.platform(),
         "torch": torch.__version__,
@@ -376,9 +371,7 @@ def main() -> None:
         "fps_ratio_many_vs_one": round(ratio, 3),
         "targets": {
             # judged on what a person sees (Chromium) where it ran, else on the aiortc upper bound
-            "latency_p95_ms_le_150": (browser["latency_ms"] if browser else summary(latencies[1])).get(
-                "p95", math.inf
-            )
+            "latency_p95_ms_le_150": (browser["latency_ms"] if browser else summary(latencies[1])).get("p95", math.inf)
             <= 150,
             "fps_within_5_percent": abs(ratio - 1) <= 0.05,
         },

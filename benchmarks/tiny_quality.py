@@ -19,6 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from strips import save_strip  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from engine.generator import StreamingGenerator  # noqa: E402
 from train.dataset import Background  # noqa: E402
 from train.evaluate import generation_fps, prompt_following_t2v, prompt_following_v2v, v2v_source  # noqa: E402
@@ -33,29 +35,6 @@ T2V_PROMPTS = [
 COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "cyan"]
 V2V_PAIRS = [("red", "blue"), ("blue", "yellow"), ("yellow", "red"), ("green", "purple"), ("white", "orange")]
 BRICK = Background("photo", photo="brick", view=(0.1, 0.1, 0.7))
-
-
-def save_strip(rows: dict[str, list[np.ndarray]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.5 * cols, 1.65 * len(rows)), squeeze=False)
-    for r, (label, frames) in enumerate(rows.items()):
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < len(frames):
-                ax.imshow(frames[c])
-            if c == 0:
-                ax.set_ylabel(label, fontsize=6, wrap=True)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def t2v_frames(gen: StreamingGenerator, prompt: str, frames: int) -> list[np.ndarray]:
