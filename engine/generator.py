@@ -236,19 +236,18 @@ class StreamingGenerator:
         return result.keep_idx, result.pruned_idx, result.keep.cpu().numpy(), result.kept_ratio
 
     def _text_kv(self) -> list:
+        """Cross-attention K/V for the frame being generated now (blended while a transition runs)."""
         p = self.prompt
         if p.frames_left <= 0:
             return p.kv
-        w = 1.0 - (p.frames_left - 1) / p.transition_frames  # reaches 1 on the last blended frame
         p.frames_left -= 1
-        states = torch.lerp(p.previous, p.states, w)
-        return self.dit.text_kv(states)
+        return p.kv if p.frames_left == 0 else self.dit.text_kv(self._current_states())
 
     def _current_states(self) -> Tensor:
+        """Text states of the latest frame: the blend reaches the new prompt's on its last frame."""
         p = self.prompt
         if p.frames_left > 0:
-            w = 1.0 - p.frames_left / p.transition_frames
-            return torch.lerp(p.previous, p.states, w)
+            return torch.lerp(p.previous, p.states, 1.0 - p.frames_left / p.transition_frames)
         return p.states
 
     def positions(self, t: int, idx: Tensor) -> Tensor:
