@@ -47,6 +47,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default=None, help="local checkpoint folder (dit.safetensors, vae.safetensors)")
     p.add_argument("--random-weights", action="store_true", help="random weights (timing only)")
+    p.add_argument("--text-encoder", default=None, help="local folder from `python -m train.export_minilm DIR`")
     p.add_argument("--no-lipar", action="store_true", help="turn LIPAR pruning off")
     p.add_argument("--lipar-tau", type=parse_taus, default=None, metavar="SHORT[,LONG]")
 
@@ -72,6 +73,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         size=args.size,
         weights=args.weights,
         random_weights=args.random_weights,
+        text_encoder=args.text_encoder,
         lipar=lipar_from_args(args),
         fps=args.fps,
     )
@@ -104,6 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             seed=args.seed,
             weights=args.weights,
             random_weights=args.random_weights,
+            text_encoder=args.text_encoder,
             source=args.source,
             frames=args.frames,
             warmup=args.warmup,
@@ -165,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target-fps", type=float, default=None, help="deadline for the miss rate (video fps)")
     b.add_argument("--sweep-keep", action="store_true", help="also sweep synthetic kept ratios 100/75/50/25%%")
     b.add_argument("--backend", default="auto", help="torch | cudagraph | auto")
-    b.add_argument("--triton", action="store_true", help="use LIPAR's Triton kernels (CUDA)")
+    b.add_argument("--triton", action="store_true", help="every LIPAR Triton kernel on, split-KV attention too (CUDA)")
     b.add_argument("--out", default="benchmarks/results/bench", help="output folder")
     b.set_defaults(func=cmd_bench)
 

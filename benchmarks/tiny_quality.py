@@ -22,8 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from strips import save_strip  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from engine.generator import StreamingGenerator  # noqa: E402
-from train.dataset import Background  # noqa: E402
-from train.evaluate import generation_fps, prompt_following_t2v, prompt_following_v2v, v2v_source  # noqa: E402
+from train.evaluate import BRICK, generation_fps, prompt_following, v2v_source  # noqa: E402
 from train.train_vae import VaeTrainConfig, evaluate_psnr  # noqa: E402
 
 T2V_PROMPTS = [
@@ -32,9 +31,6 @@ T2V_PROMPTS = [
     "a white triangle moving left over grass",
     "two balls, a pink one and a cyan one, bouncing over a checkered black and white floor",
 ]
-COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "cyan"]
-V2V_PAIRS = [("red", "blue"), ("blue", "yellow"), ("yellow", "red"), ("green", "purple"), ("white", "orange")]
-BRICK = Background("photo", photo="brick", view=(0.1, 0.1, 0.7))
 
 
 def t2v_frames(gen: StreamingGenerator, prompt: str, frames: int) -> list[np.ndarray]:
@@ -73,11 +69,7 @@ def main() -> None:
         save_strip(rows, a.out / f"tiny_v2v_{name}.png", f"tiny, video-to-video ({name} source), 128x128")
 
     start = time.time()
-    follow = {
-        "t2v": prompt_following_t2v(gen, COLORS, a.frames),
-        "v2v_procedural": prompt_following_v2v(gen, V2V_PAIRS, a.frames),
-        "v2v_photo": prompt_following_v2v(gen, V2V_PAIRS, a.frames, BRICK, "an old brick wall"),
-    }
+    follow = prompt_following(gen, a.frames)
     print("prompt following", json.dumps({k: v["rate"] for k, v in follow.items()}), f"{time.time() - start:.0f}s")
     vae_cfg = VaeTrainConfig(eval_clips=32, eval_frames=4)
     vae_psnr = evaluate_psnr(gen.vae, vae_cfg, torch.device("cpu"))

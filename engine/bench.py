@@ -37,13 +37,14 @@ class BenchConfig:
     seed: int = 0
     weights: str | None = None
     random_weights: bool = False
+    text_encoder: str | None = None  # local text encoder folder; None: the installed package
     source: str | None = None
     frames: int = 64  # timed latent frames per variant
     warmup: int = 8  # latent frames before timing starts (the window fills up)
     target_fps: float | None = None
     sweep_keep: bool = False
     backend: str = "auto"
-    triton: bool = False  # LIPAR's Triton kernels (recovery, gather/restore, split-KV attention) on CUDA
+    triton: bool = False  # every LIPAR Triton kernel on, the split-KV attention too (default: the measured winners)
     out: Path = Path("benchmarks/results/bench")
     lipar: LiparConfig = LiparConfig()
     command: str = ""
@@ -170,10 +171,25 @@ def card_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+@torch.inference_mode()
+def unit_variance_latents(gen: StreamingGenerator, chunks: list[list[np.ndarray]]) -> None:
+    """Normalise a random-weight VAE's latents to zero mean and unit variance on the source's first
+    chunks. Random encoder weights give latents of arbitrary scale (a random TAEHV's move by far less
+    than LIPAR's thresholds, so every token was pruned); trained VAEs ship normalised latents, and the
+    thresholds are set for those."""
+    vae = gen.vae
+    vae.set_latent_stats(torch.zeros(vae.latent_channels), torch.ones(vae.latent_channels))
+    vae.reset()
+    raw = torch.cat([vae.encode_step(gen._source_tensor(chunk)).float() for chunk in chunks])  # (T, C, h, w)
+    vae.reset()
+    vae.set_latent_stats(raw.mean((0, 2, 3)), raw.std((0, 2, 3)).clamp_min(1e-6))
+
+
 def run_bench(cfg: BenchConfig) -> dict:
     from lipar.kernels import set_all_triton
 
-    set_all_triton(cfg.triton)
+    if cfg.triton:
+        set_all_triton(True)
     gen = StreamingGenerator.from_pretrained(
         cfg.model,
         device=cfg.device,
@@ -181,6 +197,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         size=cfg.size,
         seed=cfg.seed,
         weights=cfg.weights,
+        text_encoder_path=cfg.text_encoder,
         backend=cfg.backend,
     )
     per = gen.frames_per_latent
@@ -192,6 +209,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     else:
         frames = synthetic_clip(gen.height, gen.width, need, cfg.seed)
     chunks = _chunks(frames, per)
+    if cfg.random_weights:
+        unit_variance_latents(gen, chunks[: max(cfg.warmup, 2)])
     budget = per / cfg.target_fps * 1000.0 if cfg.target_fps else None
     lipar_on = replace(cfg.lipar, enabled=True)
     baseline, base_frames = run_variant(gen, chunks, replace(cfg.lipar, enabled=False), cfg.warmup, budget, "baseline")

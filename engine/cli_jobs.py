@@ -27,6 +27,7 @@ def generate_video(
     size: tuple[int, int] | None = None,
     weights: str | None = None,
     random_weights: bool = False,
+    text_encoder: str | None = None,
     lipar=None,
     fps: int = 16,
 ) -> dict:
@@ -42,7 +43,14 @@ def generate_video(
         if len(sources) < steps * per:
             raise ValueError(f"source {source} has {len(sources)} frames, fewer than the {frames} asked for (--frames)")
     gen = StreamingGenerator.from_pretrained(
-        model, device=device, lipar=lipar, random_weights=random_weights, size=size, seed=seed, weights=weights
+        model,
+        device=device,
+        lipar=lipar,
+        random_weights=random_weights,
+        size=size,
+        seed=seed,
+        weights=weights,
+        text_encoder_path=text_encoder,
     )
     gen.set_prompt(prompt)
     kept, written = [], 0

@@ -82,6 +82,9 @@ class ModelConfig:
     rope_theta: float = 10000.0
     vae_scale: int = 8
     frames_per_latent: int = 1  # video frames per latent frame (4 for the Wan VAE / TAEHV)
+    # FrameVAE channel widths at 1/2, 1/4, 1/8 size and ResBlocks at each (ignored by TAEHV)
+    vae_widths: tuple[int, int, int] = (48, 128, 192)
+    vae_blocks: tuple[int, int, int] = (1, 1, 1)
     window: KVWindow = field(default_factory=KVWindow)
     t2v_schedule: Schedule = field(default_factory=lambda: Schedule((1000.0, 750.0, 500.0, 250.0)))
     v2v_schedule: Schedule = field(default_factory=lambda: Schedule((750.0, 500.0, 250.0)))

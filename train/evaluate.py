@@ -16,6 +16,9 @@ import torch
 from train.dataset import COLORS, Background, ClipParams, ObjectParams, Scene, object_masks, render
 
 _NAMES = list(COLORS)
+EVAL_COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "cyan"]
+EVAL_PAIRS = [("red", "blue"), ("blue", "yellow"), ("yellow", "red"), ("green", "purple"), ("white", "orange")]
+BRICK = Background("photo", photo="brick", view=(0.1, 0.1, 0.7))
 _RGB = np.array([COLORS[n] for n in _NAMES], dtype=np.float32)  # (K, 3)
 
 
@@ -88,6 +91,16 @@ def prompt_following_v2v(
     return {"rate": float(np.mean(list(per_pair.values()))), "per_pair": per_pair}
 
 
+def prompt_following(gen, frames: int) -> dict:
+    """The three measures the model card reports: text-to-video, and video-to-video from a procedural
+    and from a photograph-background clip."""
+    return {
+        "t2v": prompt_following_t2v(gen, EVAL_COLORS, frames),
+        "v2v_procedural": prompt_following_v2v(gen, EVAL_PAIRS, frames),
+        "v2v_photo": prompt_following_v2v(gen, EVAL_PAIRS, frames, BRICK, "an old brick wall"),
+    }
+
+
 def generation_fps(gen, frames: int, source: list | None = None, warmup: int = 3) -> float:
     """Video frames per second of the generator, wall clock, after a few warm-up frames."""
     gen.reset()
@@ -99,3 +112,28 @@ def generation_fps(gen, frames: int, source: list | None = None, warmup: int = 3
     if gen.device.type == "cuda":
         torch.cuda.synchronize()
     return frames * gen.frames_per_latent / (time.perf_counter() - start)
+
+
+def main() -> None:
+    import argparse
+    import json
+
+    from engine.generator import StreamingGenerator
+
+    p = argparse.ArgumentParser(description="Colour-prompt following of a tiny checkpoint (prints JSON).")
+    p.add_argument("--weights", default=None, help="folder with dit.safetensors and vae.safetensors (default: shipped)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--text-encoder", default=None, help="MiniLM folder (default: the installed package)")
+    p.add_argument("--frames", type=int, default=16)
+    a = p.parse_args()
+    torch.set_grad_enabled(False)
+    gen = StreamingGenerator.from_pretrained(
+        "tiny", device=a.device, weights=a.weights, text_encoder_path=a.text_encoder
+    )
+    result = prompt_following(gen, a.frames)
+    print(json.dumps({k: v["rate"] for k, v in result.items()}))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -52,6 +52,8 @@ class VaeTrainConfig:
     seed: int = 0
     max_minutes: float | None = None  # training time limit for this call (evaluation and export add ~1 min)
     edge_weight: float = 0.5
+    widths: tuple[int, int, int] | None = None  # FrameVAE widths/blocks; None: the tiny config's
+    blocks: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         positive = ("steps", "warmup", "clip_frames", "reuse", "save_every", "log_every", "eval_clips", "eval_frames")
@@ -196,7 +198,11 @@ def train(
     dev = pick_device(device)
     ckpt_dir = Path(ckpt_dir)
     torch.manual_seed(cfg.seed)
-    vae = build_vae(get_config("tiny")).to(dev).train()
+    model_cfg = get_config("tiny")
+    model_cfg = dataclasses.replace(
+        model_cfg, vae_widths=cfg.widths or model_cfg.vae_widths, vae_blocks=cfg.blocks or model_cfg.vae_blocks
+    )
+    vae = build_vae(model_cfg).to(dev).train()
     optimizer = torch.optim.AdamW(
         vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=1e-4, fused=dev.type == "cuda"
     )
@@ -231,11 +237,17 @@ def train(
     since_log, log_clock = 0, time.monotonic()
     bar = tqdm(total=cfg.steps, initial=start_step, desc="vae", unit="step", dynamic_ncols=True)
     while step < cfg.steps:
-        if cfg.max_minutes is not None and time.monotonic() - started > cfg.max_minutes * 60:
-            log.info("--max-minutes reached at step %d", step)
-            break
+        schedule_step = step
+        if cfg.max_minutes is not None:
+            elapsed = (time.monotonic() - started) / max(cfg.max_minutes * 60, 1e-9)
+            if elapsed >= 1:
+                log.info("--max-minutes reached at step %d", step)
+                break
+            # a time-limited run anneals by whichever ends first, steps or time: the last minutes
+            # of a run cut short by --max-minutes still get the low learning rates
+            schedule_step = max(step, int(elapsed * cfg.steps))
         for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
+            group["lr"] = warmup_cosine(schedule_step, cfg.steps, cfg.warmup, cfg.lr)
         optimizer.zero_grad(set_to_none=True)
         for pool, weight in zip(pools, weights, strict=True):
             frames = pool.draw(step)
@@ -305,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--stats-frames", type=int, default=defaults.stats_frames)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this long, and save")
+    p.add_argument("--widths", type=int, nargs=3, default=None, help="FrameVAE widths (default: the tiny config's)")
+    p.add_argument("--blocks", type=int, nargs=3, default=None, help="FrameVAE ResBlocks per stage")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -313,7 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
             frames_per_step=tuple(args.frames_per_step), clip_frames=args.clip_frames, reuse=args.reuse,
             save_every=args.save_every, log_every=args.log_every, eval_clips=args.eval_clips,
             eval_frames=args.eval_frames, stats_frames=args.stats_frames, seed=args.seed,
-            max_minutes=args.max_minutes,
+            max_minutes=args.max_minutes, widths=args.widths and tuple(args.widths),
+            blocks=args.blocks and tuple(args.blocks),
         )  # fmt: skip
     except ValueError as e:
         p.error(str(e))

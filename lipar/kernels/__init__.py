@@ -1,16 +1,18 @@
 """Triton kernels for LIPAR, each beside its pure-PyTorch reference.
 
-The public entry points use a kernel only on CUDA tensors and only while its switch here is on; the
-benchmark (benchmarks/kernels.py) measures each against its reference so a caller can turn on the
-kernels that pay on its card (`app.py bench --triton`). Everything else runs the reference. The
-switches start off: no kernel has been timed against its reference on a GPU yet.
+The public entry points use a kernel only on CUDA tensors and only while its switch here is on.
+The defaults follow benchmarks/kernels.py on an H200 (benchmarks/results/kernels.json): fused
+recovery is ~8.7x faster than its reference and gather/restore 1.0-1.6x, so they are on; the
+split-KV attention kernel lost to stock flash attention except at 25% kept (0.72-0.80x, 1.7x at
+25%), so it is off and attention() splits the KV for the stock kernel instead (`app.py bench
+--triton` turns every kernel on).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-_TRITON: dict[str, bool] = {"attention": False, "gather": False, "recovery": False}
+_TRITON: dict[str, bool] = {"attention": False, "gather": True, "recovery": True}
 
 
 def set_triton(kernel: str, enabled: bool) -> None:
