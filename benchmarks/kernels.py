@@ -58,12 +58,6 @@ def bench_attention(args, g: torch.Generator) -> tuple[list[dict], list[dict]]:
             lambda q=q: attention.attention_reference(q, k, v), args.warmup, args.rep, return_mode="median"
         )
         t_new = do_bench(lambda q=q: attention.split_kv_attention(q, k, v), args.warmup, args.rep, return_mode="median")
-        # the stock flash kernel over KV chunks, as attention() runs it with the Triton switch off
-        splits = attention.sdpa_splits(lq, lk, HEADS, torch.cuda.get_device_properties(0).multi_processor_count)
-        err_split = rel_err(attention.sdpa_split_kv(q, k, v, splits), ref)
-        t_split = do_bench(
-            lambda q=q, s=splits: attention.sdpa_split_kv(q, k, v, s), args.warmup, args.rep, return_mode="median"
-        )
         flops = 4 * lq * lk * HEADS * HEAD_DIM
         rows.append(
             dict(
@@ -72,9 +66,6 @@ def bench_attention(args, g: torch.Generator) -> tuple[list[dict], list[dict]]:
                 ms_reference=t_ref,
                 ms_triton=t_new,
                 rel_err=err,
-                sdpa_splits=splits,
-                ms_sdpa_split=t_split,
-                rel_err_sdpa_split=err_split,
                 tflops_reference=flops / t_ref / 1e9,
                 tflops_triton=flops / t_new / 1e9,
             )
@@ -237,11 +228,7 @@ def main() -> None:
         )
     print("attention time vs kept 100% (linear would be 1/kept):")
     for r in attention_rows:
-        print(
-            f"  {r['case']:<44} SDPA {r['scaling_reference']:.2f}x   split-KV {r['scaling_triton']:.2f}x   "
-            f"SDPA over {r['sdpa_splits']} KV chunks {r['ms_sdpa_split']:.4f} ms "
-            f"({r['ms_reference'] / r['ms_sdpa_split']:.2f}x SDPA)"
-        )
+        print(f"  {r['case']:<44} SDPA {r['scaling_reference']:.2f}x   split-KV {r['scaling_triton']:.2f}x")
     if sweep:
         for kept in (1.0, 0.25):
             best = min((s for s in sweep if s["kept"] == kept and not math.isnan(s["ms"])), key=lambda s: s["ms"])

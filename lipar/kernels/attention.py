@@ -34,68 +34,10 @@ def attention_reference(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
-    """Softmax(q k^T / sqrt(D)) v with the shapes of `attention_reference`: the split-KV Triton kernel
-    where its switch is on (CUDA), else stock flash attention over KV chunks where one launch would
-    leave multiprocessors idle (CUDA, half precision, no mask), else SDPA."""
+    """Softmax(q k^T / sqrt(D)) v with the shapes of `attention_reference`; split-KV Triton on CUDA."""
     if use_triton("attention", q, k, v):
         return split_kv_attention(q, k, v, key_mask)
-    if key_mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        splits = sdpa_splits(q.shape[1], k.shape[1], q.shape[0] * q.shape[2], _num_sms(q.device.index or 0))
-        if splits > 1:
-            return sdpa_split_kv(q, k, v, splits)
     return attention_reference(q, k, v, key_mask)
-
-
-FLASH_BLOCK_M = 128  # query rows per program of PyTorch's flash-attention forward (head dim 64-128)
-
-
-def sdpa_splits(lq: int, lk: int, heads: int, num_sms: int, max_splits: int = 16) -> int:
-    """KV chunks for `sdpa_split_kv`: one flash-attention launch runs ceil(lq / 128) * heads programs,
-    each over all keys; measured on an H200 (benchmarks/results/kernels.json), time goes in whole waves
-    of one program per multiprocessor (780 queries took as long as 1,170: 84 vs 120 programs on 132
-    multiprocessors). With s chunks a program does 1/s of the work, so time ~ ceil(programs * s /
-    SMs) / s; the fewest chunks within 3% of the best, among divisors of lk (chunks are views). No
-    split unless it saves 15% (the query copy and the merge cost too) or for short KV (< 4096 keys),
-    where launches, not idle multiprocessors, dominate."""
-    if lk < 4096:
-        return 1
-    programs = -(-lq // FLASH_BLOCK_M) * heads
-    cost = {}
-    for s in range(1, max_splits + 1):
-        if lk % s == 0 and lk // s >= FLASH_BLOCK_M:
-            cost[s] = math.ceil(programs * s / num_sms) / s
-    best = min(cost.values())
-    if best > 0.85 * cost[1]:
-        return 1
-    return next(s for s, c in cost.items() if c <= 1.03 * best)
-
-
-def _sdpa_with_lse(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """(B, H, L, D) -> output (B, H, Lq, D) and its natural log-sum-exp (B, H, Lq) float32."""
-    if q.is_cuda:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[:2]
-    else:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[:2]
-    return out, lse
-
-
-def sdpa_split_kv(q: Tensor, k: Tensor, v: Tensor, splits: int) -> Tensor:
-    """Flash-decoding with the stock kernel: the keys' chunks become the batch of one flash-attention
-    launch (`splits` times the programs), the partial outputs are merged by their log-sum-exp.
-    q (B, Lq, H, D), k/v (B, Lk, H, D) with Lk divisible by `splits` -> (B, Lq, H, D)."""
-    b, lq, h, d = q.shape
-    lk = k.shape[1]
-    if lk % splits:
-        raise ValueError(f"{lk} keys do not split into {splits} equal chunks")
-
-    def chunks(x: Tensor) -> Tensor:  # (B, Lk, H, D) -> (B * s, H, Lk / s, D), a view for B == 1
-        return x.unflatten(1, (splits, lk // splits)).flatten(0, 1).transpose(1, 2)
-
-    queries = q.transpose(1, 2).unsqueeze(1).expand(b, splits, h, lq, d).reshape(b * splits, h, lq, d)
-    out, lse = _sdpa_with_lse(queries, chunks(k), chunks(v))
-    weight = torch.softmax(lse.unflatten(0, (b, splits)), dim=1)  # (B, s, H, Lq)
-    merged = (out.unflatten(0, (b, splits)).float() * weight[..., None]).sum(1)  # (B, H, Lq, D)
-    return merged.to(q.dtype).transpose(1, 2)
 
 
 def split_count(programs: int, kv_blocks: int, num_sms: int, max_splits: int = 16) -> int:
