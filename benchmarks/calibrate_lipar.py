@@ -26,7 +26,7 @@ from engine.vae import build_vae  # noqa: E402
 from lipar.mask import median3x3, token_distance  # noqa: E402
 from train.dataset import HELDOUT_SEEDS_START, object_masks, render, sample_clip  # noqa: E402
 
-TAUS = (0.005, 0.01, 0.012, 0.02, 0.03, 0.05, 0.1, 0.15)
+TAUS = (0.005, 0.008, 0.01, 0.012, 0.02, 0.03, 0.05, 0.1, 0.15)
 
 
 def main() -> None:
