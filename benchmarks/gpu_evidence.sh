@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU result the issues ask for, in one device call (not yet run: see README "Benchmarks").
+# Every GPU result the issues ask for, in one device call (results: benchmarks/results/gpu_h200/).
 # Usage on the GPU machine: bash benchmarks/gpu_evidence.sh OUT_DIR [MINILM_DIR]   (at most 8 minutes)
 # MINILM_DIR: a folder from `python -m train.export_minilm` where the text-encoder package is absent.
 set -o pipefail

@@ -69,6 +69,7 @@ def test_generate_video_to_video(tmp_path, capsys):
         (["--source", "BADFILE"], "cannot read"),
         (["--frames", "10000", "--source", "SHORT"], "fewer than"),
         (["--prompt", "x" * 600], "500"),
+        (["--text-encoder", "/nonexistent_text_encoder"], "does not exist"),
     ],
 )
 def test_generate_bad_input_gives_one_line_error(tmp_path, capsys, extra, message):

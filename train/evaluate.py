@@ -114,7 +114,7 @@ def generation_fps(gen, frames: int, source: list | None = None, warmup: int = 3
     return frames * gen.frames_per_latent / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     import argparse
     import json
 
@@ -125,14 +125,14 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--text-encoder", default=None, help="MiniLM folder (default: the installed package)")
     p.add_argument("--frames", type=int, default=16)
-    a = p.parse_args()
-    torch.set_grad_enabled(False)
+    a = p.parse_args(argv)
     gen = StreamingGenerator.from_pretrained(
         "tiny", device=a.device, weights=a.weights, text_encoder_path=a.text_encoder
     )
     result = prompt_following(gen, a.frames)
     print(json.dumps({k: v["rate"] for k, v in result.items()}))
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

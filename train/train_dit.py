@@ -112,6 +112,15 @@ def flow_loss(
     return F.mse_loss(v[:, f * n :].float(), velocity_target(x0, noise))
 
 
+def training_masks(frames: int, n: int, cfg: ModelConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(with context, without): the inference view, and the same with the noisy copy cut off from
+    the clean one (each noisy frame then sees only itself)."""
+    with_context = frame_causal_mask(frames, n, cfg.window.sinks, cfg.window.m, device, copies=2)
+    without = with_context.clone()
+    without[frames * n :, : frames * n] = False
+    return with_context, without
+
+
 class ClipPool:
     """Rendered, VAE-encoded, caption-encoded clips on the GPU; refreshed every `pool_steps` steps."""
 
@@ -197,10 +206,7 @@ def train(tc: DiTTrainConfig) -> dict:
         latents, states = pool.batch(size, count)
         n = (latents.shape[-2] // 2) * (latents.shape[-1] // 2)
         if n not in masks:
-            with_context = frame_causal_mask(tc.frames, n, cfg.window.sinks, cfg.window.m, device, copies=2)
-            without = with_context.clone()
-            without[tc.frames * n :, : tc.frames * n] = False  # noisy copy -> clean copy
-            masks[n] = (with_context, without)
+            masks[n] = training_masks(tc.frames, n, cfg, device)
         gap = int(torch.randint(0, tc.max_sink_gap + 1, ()).item()) if torch.rand(()) < 0.5 else 0
         lr = warmup_cosine(step, tc.steps, tc.warmup, tc.lr)
         for g in opt.param_groups:

@@ -226,3 +226,11 @@ def test_build_vae_follows_the_config():
 def test_build_vae_refuses_inconsistent_configs(changes, message):
     with pytest.raises(ValueError, match=message):
         build_vae(dataclasses.replace(CONFIGS["tiny"], **changes))
+
+
+def test_build_vae_takes_the_frame_vae_shape_from_the_config():
+    cfg = dataclasses.replace(CONFIGS["tiny"], vae_widths=(8, 12, 16), vae_blocks=(0, 1, 0))
+    vae = build_vae(cfg)
+    convs = [m for m in vae.encoder if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs[:3]] == [8, 12, 16]
+    assert sum(1 for m in vae.encoder if not isinstance(m, (torch.nn.Conv2d, torch.nn.GroupNorm, torch.nn.SiLU))) == 1

@@ -1,5 +1,7 @@
 """The prompt-following measure itself, on frames whose answer is known."""
 
+import json
+
 import numpy as np
 
 from train.dataset import COLORS
@@ -26,3 +28,14 @@ def test_too_small_a_region_has_no_colour():
     region = np.zeros((16, 16), bool)
     region[0, :3] = True
     assert dominant_color(frame, region) is None
+
+
+def test_cli_measures_all_three_on_the_shipped_model(capsys):
+    from train.evaluate import EVAL_COLORS, EVAL_PAIRS, main
+
+    result = main(["--device", "cpu", "--frames", "1"])
+    rates = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert set(rates) == {"t2v", "v2v_procedural", "v2v_photo"}
+    assert all(0.0 <= r <= 1.0 for r in rates.values())
+    assert set(result["t2v"]["per_color"]) == set(EVAL_COLORS)
+    assert len(result["v2v_photo"]["per_pair"]) == len(EVAL_PAIRS)

@@ -1,10 +1,11 @@
 import torch
+from safetensors.torch import load_file
 
 from engine.attention import SequenceAttention, frame_causal_mask
-from engine.checkpoint import load_state
+from engine.checkpoint import load_state, save_state
 from engine.config import get_config
 from engine.dit import CausalDiT, init_weights
-from train.train_dit import DiTTrainConfig, clip_positions, flow_loss, sample_sigmas, train
+from train.train_dit import DiTTrainConfig, clip_positions, flow_loss, sample_sigmas, train, training_masks
 
 
 def test_teacher_forcing_mask_is_what_inference_sees():
@@ -60,14 +61,57 @@ def test_flow_loss_is_finite_and_has_gradients():
 
 
 def test_training_resumes_and_exports(tmp_path):
-    base = dict(ckpt=tmp_path / "ckpt", vae=get_vae_path(), export=tmp_path / "dit.safetensors", device="cpu",
-                frames=3, batch_small=1, pool_clips=2, pool_steps=10, large_every=0, warmup=1)
+    base = dict(
+        ckpt=tmp_path / "ckpt",
+        vae=get_vae_path(),
+        export=tmp_path / "dit.safetensors",
+        device="cpu",
+        frames=3,
+        batch_small=1,
+        pool_clips=2,
+        pool_steps=10,
+        large_every=0,
+        warmup=1,
+    )
     first = train(DiTTrainConfig(steps=2, **base))
     assert first["step"] == 2
     second = train(DiTTrainConfig(steps=3, **base))
     assert second["step"] == 3
     model = CausalDiT(get_config("tiny"))
     load_state(model, tmp_path / "dit.safetensors")
+
+
+def test_no_context_mask_cuts_the_noisy_copy_off_the_clean_one():
+    cfg = get_config("tiny")
+    with_context, without = training_masks(4, 2, cfg, "cpu")
+    clean, noisy = slice(0, 8), slice(8, 16)
+    assert torch.equal(without[clean], with_context[clean])  # the cache pass is unchanged
+    assert not without[noisy, clean].any() and with_context[noisy, clean].any()
+    assert torch.equal(
+        without[noisy, noisy], torch.eye(4, dtype=torch.bool).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    )
+
+
+def test_init_starts_from_given_weights_only_without_a_checkpoint(tmp_path):
+    model = CausalDiT(get_config("tiny"))
+    init_weights(model, seed=5)
+    save_state(model, tmp_path / "init.safetensors")
+    base = dict(vae=get_vae_path(), device="cpu", frames=3, batch_small=1, pool_clips=2, large_every=0, warmup=1)
+    train(
+        DiTTrainConfig(
+            ckpt=tmp_path / "a", export=tmp_path / "a.safetensors", steps=0, init=tmp_path / "init.safetensors", **base
+        )
+    )
+    exported, initial = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "init.safetensors")
+    assert all(torch.equal(exported[k], initial[k]) for k in initial)
+    train(DiTTrainConfig(ckpt=tmp_path / "b", export=tmp_path / "b.safetensors", steps=1, **base))
+    again = train(
+        DiTTrainConfig(
+            ckpt=tmp_path / "b", export=tmp_path / "b.safetensors", steps=1, init=tmp_path / "init.safetensors", **base
+        )
+    )
+    assert again["step"] == 1  # resumed from its checkpoint: --init is ignored there
+    assert not torch.equal(load_file(tmp_path / "b.safetensors")["head.head.weight"], initial["head.head.weight"])
 
 
 def get_vae_path():

@@ -108,3 +108,11 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     save_checkpoint({"step": 1, "model": {"nope": torch.zeros(1)}, "optimizer": {}, "history": {}}, tmp_path)
     with pytest.raises(ValueError, match="does not fit the current FrameVAE"):
         main(["--ckpt", str(tmp_path), "--steps", "2", *SMOKE])
+
+
+def test_widths_and_blocks_shape_the_trained_vae(tmp_path):
+    main(["--ckpt", str(tmp_path), "--steps", "1", "--widths", "8", "12", "16", "--blocks", "0", "1", "0", *SMOKE])
+    state = load_checkpoint(tmp_path)["model"]
+    assert state["encoder.0.weight"].shape[0] == 8
+    assert state["encoder.1.weight"].shape == (12, 8, 3, 3)  # no ResBlock at 1/2 size
+    assert state["encoder.2.conv1.weight"].shape[0] == 12  # the one ResBlock, at 1/4 size

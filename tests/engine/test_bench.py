@@ -1,0 +1,69 @@
+"""`app.py bench` on the CPU: the result file's shape, the sweep, and clear errors on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+import app
+from engine.bench import BenchConfig, run_bench, synthetic_clip
+from engine.video_io import write_video
+
+RUN_FIELDS = {
+    "fps",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "latency_ms_p99",
+    "ttff_ms",
+    "kept_ratio_mean",
+    "peak_mem_gb",
+    "psnr_vs_baseline",
+    "stages_ms",
+    "deadline_miss_rate",
+}
+
+
+def test_bench_writes_both_runs_the_sweep_and_a_plot(tmp_path):
+    cfg = BenchConfig(
+        device="cpu", size=(64, 64), random_weights=True, frames=3, warmup=1, sweep_keep=True, target_fps=1e6,
+        out=tmp_path, command="test",
+    )  # fmt: skip
+    run_bench(cfg)
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert {"model", "size", "card", "torch", "command", "runs", "sweep"} <= set(result)
+    assert result["size"] == "64x64" and result["command"] == "test"
+    for name in ("baseline", "lipar"):
+        run = result["runs"][name]
+        assert RUN_FIELDS <= set(run)
+        assert set(run["stages_ms"]) == {"encode", "mask", "dit", "decode"}
+        assert len(run["latency_ms"]) == 3 and run["latency_ms_p50"] <= run["latency_ms_p99"]
+        assert run["deadline_miss_rate"] == 1.0  # a million fps is a deadline nothing meets
+    assert result["runs"]["baseline"]["kept_ratio_mean"] == 1.0
+    assert [s["kept"] for s in result["sweep"]] == [1.0, 0.75, 0.5, 0.25]
+    assert all(s["ms"] > 0 and s["ideal"] == pytest.approx(1 / s["kept"]) for s in result["sweep"])
+    assert "random weights" in result["notes"]  # the lipar run's kept ratio means nothing then
+    assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_synthetic_clip_has_a_static_background_and_a_moving_disc():
+    a, b = synthetic_clip(64, 96, 2)
+    changed = np.any(a != b, axis=-1)
+    assert a.shape == (64, 96, 3) and 0 < changed.mean() < 0.2
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"frames": 1}, "--frames"), ({"warmup": -1}, "--warmup"), ({"target_fps": 0}, "--target-fps")],
+)
+def test_bad_bench_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BenchConfig(**kwargs)
+
+
+def test_too_short_a_source_is_a_one_line_error(tmp_path, capsys):
+    short = tmp_path / "short.mp4"
+    write_video([np.zeros((64, 64, 3), np.uint8)] * 4, short, fps=8)
+    args = ["bench", "--device", "cpu", "--size", "64x64", "--random-weights", "--source", str(short)]
+    code = app.main([*args, "--frames", "8", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--warmup + --frames need" in err[0]
