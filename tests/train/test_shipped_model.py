@@ -1,12 +1,14 @@
-"""The shipped `tiny` weights: they load by default, give finite frames of the right shape, and the
-prompt changes what is generated. (Colour-prompt following is measured, not asserted: the shipped
-model misses the issue's 80 % target; see benchmarks/results/tiny_quality.json.)"""
+"""The shipped `tiny` weights: they load by default, give finite frames of the right shape, the
+prompt changes what is generated, and text-to-video follows colour prompts. (Video-to-video colour
+following is measured, not asserted: the shipped model misses the 80 % target there, see
+benchmarks/results/tiny_quality.json.)"""
 
 import numpy as np
 import pytest
 
 from engine.checkpoint import WEIGHTS_DIR
 from engine.generator import StreamingGenerator
+from train.evaluate import EVAL_COLORS, prompt_following_t2v
 
 SHIPPED = (WEIGHTS_DIR / "tiny" / "dit.safetensors").is_file()
 pytestmark = pytest.mark.skipif(not SHIPPED, reason="engine/weights/tiny/dit.safetensors is not in this checkout")
@@ -37,3 +39,9 @@ def test_the_background_follows_the_prompt(gen):
     green = lambda f: f[..., 1].mean() - (f[..., 0].mean() + f[..., 2].mean()) / 2  # noqa: E731
     assert green(grass) > green(black) + 10
     assert light.mean() > black.mean() + 60
+
+
+def test_text_to_video_follows_colour_prompts(gen):
+    """The named colour dominates the object region in >= 80% of frames (8 colours x 16 frames)."""
+    result = prompt_following_t2v(gen, EVAL_COLORS, 16)
+    assert result["rate"] >= 0.8, result["per_color"]
