@@ -11,11 +11,11 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 mkdir -p "$OUT"
 timeout 60 python3 -m pytest -q -x tests/lipar/test_kernels_cuda.py 2>&1 | tail -3
 timeout 60 python3 benchmarks/kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
-timeout 60 python3 benchmarks/dit_pass.py --out "$OUT/dit_pass" 2>&1 | tail -4
+timeout 60 python3 benchmarks/dit_pass.py --out "$OUT" 2>&1 | tail -4   # dit_pass.json, .png
 for triton in "" "--triton"; do
     timeout 120 python3 app.py bench --model wan2.1-1.3b --random-weights --size 480x832 --frames 32 --warmup 8 \
-        --sweep-keep --target-fps 40 $triton --out "$OUT/wan${triton:+_triton}" 2>&1 | tr '\r' '\n' \
+        --sweep-keep --target-fps 40 $triton --out "$OUT/bench_wan${triton:+_all_triton}" 2>&1 | tr '\r' '\n' \
         | grep -v "latent frame/s" | tail -22
 done
 timeout 60 python3 app.py bench --model tiny --size 256x256 --frames 64 --warmup 8 --sweep-keep $TEXT \
-    --out "$OUT/tiny256" 2>&1 | tr '\r' '\n' | grep -v "latent frame/s" | tail -18
+    --out "$OUT/bench_tiny256" 2>&1 | tr '\r' '\n' | grep -v "latent frame/s" | tail -18
