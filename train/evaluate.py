@@ -1,13 +1,16 @@
 """Measures of the trained `tiny` model: prompt following, VAE reconstruction, speed.
 
 Shared by `benchmarks/tiny_quality.py` (the committed evidence) and the tests, so both measure the
-same thing. Prompt following: for a colour prompt, does the named colour dominate the moving
+same thing; `python -m train.evaluate [--weights DIR] [--device cuda]` prints the three rates of a
+checkpoint as JSON (the training runs' check). Prompt following: for a colour prompt, does the named colour dominate the moving
 object's pixels? In text-to-video the object is found as the pixels far from the prompted flat
 background; in video-to-video it is where the source clip drew its object.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 
 import numpy as np
@@ -115,9 +118,6 @@ def generation_fps(gen, frames: int, source: list | None = None, warmup: int = 3
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import argparse
-    import json
-
     from engine.generator import StreamingGenerator
 
     p = argparse.ArgumentParser(description="Colour-prompt following of a tiny checkpoint (prints JSON).")
