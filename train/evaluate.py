@@ -2,9 +2,10 @@
 
 Shared by `benchmarks/tiny_quality.py` (the committed evidence) and the tests, so both measure the
 same thing; `python -m train.evaluate [--weights DIR] [--device cuda]` prints the three rates of a
-checkpoint as JSON (the training runs' check). Prompt following: for a colour prompt, does the named colour dominate the moving
-object's pixels? In text-to-video the object is found as the pixels far from the prompted flat
-background; in video-to-video it is where the source clip drew its object.
+checkpoint as JSON (the training runs' check). Prompt following: for a colour prompt, does the
+named colour dominate the moving object's pixels? In text-to-video the object is found as the
+pixels far from the prompted flat background; in video-to-video it is where the source clip drew
+its object.
 """
 
 from __future__ import annotations
