@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from build_engines.export import INPUT_NAMES, OUTPUT_NAMES, graph_shapes
-from engine.backends import EagerRunner
+from engine.backends import EagerRunner, graphs_apply, pad_to_bucket
 from engine.dit import CausalDiT
 from engine.kv_cache import RollingKVCache
 
@@ -72,13 +72,9 @@ class GraphRunner(ABC):
         cache = self.cache
         k = x.shape[1]
         size = next((s for s in self.sizes if s >= k), None)
-        window_full = cache.frames + 1 >= cache.window.slots
-        if key_mask is not None or not window_full or size is None:
+        if not graphs_apply(cache, key_mask) or size is None:
             return self.eager(x, pos, timestep, text_kv, write_idx, store_pre, key_mask)
-        pad = size - k
-        x = torch.cat([x, x[:, -1:].expand(-1, pad, -1)], dim=1)  # (1, size, patch_dim)
-        pos = torch.cat([pos, pos[-1:].expand(pad, -1)])  # (size, 3)
-        idx = torch.cat([write_idx, write_idx[-1:].expand(pad)])  # (size,)
+        x, pos, idx = pad_to_bucket(size, x, pos, write_idx)  # (1, size, patch_dim), (size, 3), (size,)
         cos, sin = self.dit.rope.cos_sin(pos)  # (size, D/2) each
         text_k, text_v = self._stacked_text(text_kv)
         values = (x, cos, sin, timestep.float().reshape(1, 1), idx, cache.k, cache.v, text_k, text_v)

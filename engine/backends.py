@@ -28,6 +28,24 @@ def bucket_sizes(tokens_per_frame: int, buckets: int = 16) -> list[int]:
     return sorted({math.ceil(tokens_per_frame * i / buckets) for i in range(1, buckets + 1)})
 
 
+def graphs_apply(cache: RollingKVCache, key_mask: Tensor | None) -> bool:
+    """Whether a fixed-shape graph can run this call: not before the window is full (the count of valid
+    keys still grows) and not with a key mask (the `none` ablation runs eagerly)."""
+    return key_mask is None and cache.frames + 1 >= cache.window.slots
+
+
+def pad_to_bucket(size: int, x: Tensor, pos: Tensor, write_idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Pad the kept tokens to `size` by repeating the last one with its own position and cache index:
+    padded rows compute the same K/V as that token and write the same values to the same place, so
+    the cache and the other tokens' attention are untouched and no mask is needed."""
+    pad = size - x.shape[1]
+    return (
+        torch.cat([x, x[:, -1:].expand(-1, pad, -1)], dim=1),
+        torch.cat([pos, pos[-1:].expand(pad, -1)]),
+        torch.cat([write_idx, write_idx[-1:].expand(pad)]),
+    )
+
+
 class EagerRunner:
     def __init__(self, dit: CausalDiT, cache: RollingKVCache) -> None:
         self.dit, self.cache = dit, cache
@@ -58,11 +76,8 @@ class _Graph:
 class CudaGraphRunner:
     """Replays one CUDA graph per (kept-token bucket, cache pass or not).
 
-    Kept counts are rounded up to buckets of 1/`buckets` of a frame. Padding repeats the last kept
-    token with its own position and cache index, so padded rows compute the same K/V as that token
-    and write the same values to the same place: the cache and the other tokens' attention are
-    untouched, and no mask is needed. Graphs are captured lazily once the window is full (before
-    that the number of valid keys still grows and those few frames run eagerly).
+    Kept counts are rounded up to buckets of 1/`buckets` of a frame and padded by `pad_to_bucket`.
+    Graphs are captured lazily once `graphs_apply` (before that, frames run eagerly).
     """
 
     def __init__(self, dit: CausalDiT, cache: RollingKVCache, buckets: int = 16) -> None:
@@ -87,8 +102,7 @@ class CudaGraphRunner:
         store_pre: bool,
         key_mask: Tensor | None = None,
     ) -> Tensor:
-        window_full = self.cache.frames + 1 >= self.cache.window.slots
-        if key_mask is not None or not window_full:
+        if not graphs_apply(self.cache, key_mask):
             return self.eager(x, pos, timestep, text_kv, write_idx, store_pre, key_mask)
         self._load_text(text_kv)
         k = x.shape[1]
@@ -97,12 +111,8 @@ class CudaGraphRunner:
         fresh = entry is None
         if fresh:
             entry = self._buffers(size, x, pos)
-        entry.x[:, :k].copy_(x)
-        entry.x[:, k:].copy_(x[:, -1:].expand(-1, size - k, -1))
-        entry.pos[:k].copy_(pos)
-        entry.pos[k:].copy_(pos[-1:].expand(size - k, -1))
-        entry.write_idx[:k].copy_(write_idx)
-        entry.write_idx[k:].copy_(write_idx[-1:].expand(size - k))
+        for buffer, padded in zip((entry.x, entry.pos, entry.write_idx), pad_to_bucket(size, x, pos, write_idx)):
+            buffer.copy_(padded)
         entry.timestep.copy_(timestep)
         if fresh:
             self._capture(entry, store_pre)

@@ -358,17 +358,14 @@ def _run_causal(stack: nn.Sequential, x: Tensor, memory: dict[int, Tensor]) -> T
     return x
 
 
-VAES: dict[str, type[FrameVAE] | type[TAEHV]] = {"frame": FrameVAE, "taehv": TAEHV}
-
-
 def build_vae(config: ModelConfig) -> FrameVAE | TAEHV:
     """The (untrained) autoencoder `config.vae` names, checked against the config's latent geometry."""
-    if config.vae not in VAES:
-        raise ValueError(f"{config.name}: unknown vae {config.vae!r}; choose one of: {', '.join(VAES)}")
     if config.vae == "frame":
         vae = FrameVAE(config.latent_channels, config.vae_widths, config.vae_blocks)
+    elif config.vae == "taehv":
+        vae = TAEHV(latent_channels=config.latent_channels)
     else:
-        vae = VAES[config.vae](latent_channels=config.latent_channels)
+        raise ValueError(f"{config.name}: unknown vae {config.vae!r}; choose one of: frame, taehv")
     if vae.frames_per_latent != config.frames_per_latent or vae.spatial_factor != config.vae_scale:
         raise ValueError(
             f"{config.name}: vae {config.vae!r} makes one latent per {vae.frames_per_latent} frame(s) at "
