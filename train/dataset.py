@@ -12,6 +12,7 @@ model also learns those.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import random
@@ -278,6 +279,25 @@ def _sample_background(rng: random.Random, exclude: list[str], drift: bool) -> B
         zoom=zoom,
         noise_seed=rng.getrandbits(31),
     )
+
+
+def recolor(params: ClipParams, seed: int) -> ClipParams:
+    """The same clip with every object in another colour: the source half of a restyling pair.
+
+    Video-to-video starts from the noised source, whose colours the caption may contradict; training
+    on (recoloured source, original clip + its caption) pairs teaches the model to take layout and
+    motion from the source and colour from the prompt. New colours stay apart from the background's
+    and from each other's, as sampling keeps them.
+    """
+    rng = random.Random(seed)
+    scenes = []
+    for scene in params.scenes:
+        taken = set(scene.background.colors) | {o.color for o in scene.objects}
+        free = [c for c in COLORS if c not in taken]
+        new = rng.sample(free, len(scene.objects))
+        objects = tuple(dataclasses.replace(o, color=c) for o, c in zip(scene.objects, new, strict=True))
+        scenes.append(dataclasses.replace(scene, objects=objects))
+    return dataclasses.replace(params, scenes=tuple(scenes))
 
 
 # ---------------------------------------------------------------------------------------- captions

@@ -11,12 +11,14 @@ its object.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
 import numpy as np
 import torch
 
+from engine.config import Schedule
 from train.dataset import COLORS, Background, ClipParams, ObjectParams, Scene, object_masks, render
 
 _NAMES = list(COLORS)
@@ -126,12 +128,22 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--text-encoder", default=None, help="MiniLM folder (default: the installed package)")
     p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--v2v-timesteps", type=float, nargs="+", default=None,
+                   help="try another video-to-video schedule, e.g. 500 250 (default: the config's)")  # fmt: skip
+    p.add_argument("--v2v-shift", type=float, default=None)
     a = p.parse_args(argv)
     gen = StreamingGenerator.from_pretrained(
         "tiny", device=a.device, weights=a.weights, text_encoder_path=a.text_encoder
     )
+    if a.v2v_timesteps or a.v2v_shift:
+        old = gen.cfg.v2v_schedule
+        try:
+            schedule = Schedule(tuple(a.v2v_timesteps or old.timesteps), a.v2v_shift or old.shift)
+        except ValueError as e:
+            p.error(str(e))
+        gen.cfg = dataclasses.replace(gen.cfg, v2v_schedule=schedule)  # read at every step
     result = prompt_following(gen, a.frames)
-    print(json.dumps({k: v["rate"] for k, v in result.items()}))
+    print(json.dumps({k: v["rate"] for k, v in result.items()} | {"v2v_sigmas": gen.cfg.v2v_schedule.sigmas}))
     print(json.dumps(result))
     return result
 

@@ -4,7 +4,9 @@ Each training sequence stacks two copies of a clip's latent tokens: a clean copy
 augmentation, timestep 0: what the cache pass writes at inference) and a noisy copy whose frames
 have independent noise levels (diffusion forcing). A noisy frame attends to the clean frames in its
 window (sink + last m) and to itself, exactly what it sees at inference through the rolling cache
-(in a quarter of the steps to itself only); the loss is the velocity error on the noisy copy.
+(in a quarter of the steps to itself only); the loss is the velocity error on the noisy copy. Half
+the clips are restyling pairs: their noisy frames lie on the video-to-video path from a recoloured
+copy of the clip to the clip itself (restyle_start).
 
 Clips are rendered on the GPU in pools (train/dataset.py), encoded once by the frozen VAE, and
 their captions by MiniLM; each pool serves many steps, then is replaced.
@@ -42,6 +44,12 @@ CONTEXT_NOISE = 0.25  # largest noise level mixed into half of the context frame
 # prompt at inference (34% colour-prompt following, frozen motion); without it, only text and the
 # noisy frame say what to draw, as for a stream's first frame.
 NO_CONTEXT_SHARE = 0.25
+# Share of clips trained as restyling pairs: the noisy frames start from a recoloured copy of the
+# clip (train.dataset.recolor) as video-to-video starts from its noised source, and the target is
+# the clip its caption describes. Without them the model trusts the source's colours over the prompt
+# (0% colour following in video-to-video after 12 GPU minutes).
+RESTYLE_SHARE = 0.5
+RESTYLE_MIN_START = 0.3  # lowest SDEdit start sigma trained: the target's source term grows as 1/sigma0
 
 
 @dataclass(frozen=True)
@@ -90,10 +98,32 @@ def clip_positions(frames: int, gh: int, gw: int, gap: int, device) -> torch.Ten
     return torch.cat([t.repeat_interleave(gh * gw)[:, None], grid.repeat(frames, 1)], 1)
 
 
+def restyle_start(
+    x0: torch.Tensor, source: torch.Tensor, sigma: torch.Tensor, sigma0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean point and velocity offset of a restyling pair at noise level sigma <= sigma0.
+
+    Video-to-video integrates a straight line from the noised source, sigma0 * noise + (1 - sigma0) *
+    source, to the target x0. At sigma that line passes through sigma * noise + (1 - sigma) * (x0 +
+    lam * d), d = source - x0, lam = sigma (1 - sigma0) / (sigma0 (1 - sigma)), with the velocity
+    noise - x0 + (1 - sigma0) / sigma0 * d: returns (x0 + lam * d, (1 - sigma0) / sigma0 * d).
+    """
+    d = source - x0
+    offset = (1 - sigma0) / sigma0
+    lam = (sigma * offset / (1 - sigma).clamp_min(1e-6)).clamp(max=1.0)
+    return x0 + lam * d, offset * d
+
+
 def flow_loss(
-    model: CausalDiT, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, gap: int
+    model: CausalDiT,
+    latents: torch.Tensor,
+    text: torch.Tensor,
+    mask: torch.Tensor,
+    gap: int,
+    sources: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """latents (B, F, C, h, w) clean, text (B, Lt, text_dim); mask from frame_causal_mask(copies=2)."""
+    """latents (B, F, C, h, w) clean, text (B, Lt, text_dim); mask from frame_causal_mask(copies=2);
+    sources: recoloured latents of the same clips (restyling pairs, see restyle_start) or None."""
     cfg = model.cfg
     b, f, c, h, w = latents.shape
     x0 = patchify(latents.flatten(0, 1)).reshape(b, -1, cfg.patch_dim).float()  # (B, F*N, D)
@@ -104,12 +134,20 @@ def flow_loss(
     context = add_noise(x0, torch.randn_like(x0), aug.repeat_interleave(n, 1)[..., None])
     sigma = sample_sigmas(cfg, (b, f), x0.device).repeat_interleave(n, 1)  # (B, F*N)
     noise = torch.randn_like(x0)
-    noisy = add_noise(x0, noise, sigma[..., None])
+    start, offset = x0, 0.0
+    if sources is not None:
+        source = patchify(sources.flatten(0, 1)).reshape(b, -1, cfg.patch_dim).float()
+        restyle = torch.rand(b, device=x0.device) < RESTYLE_SHARE
+        source = torch.where(restyle[:, None, None], source, x0)  # the others: plain rectified flow
+        lo = sigma.clamp_min(RESTYLE_MIN_START)
+        sigma0 = lo + (1 - lo) * torch.rand_like(sigma)  # where video-to-video started
+        start, offset = restyle_start(x0, source, sigma[..., None], sigma0[..., None])
+    noisy = add_noise(start, noise, sigma[..., None])
     x = torch.cat([context, noisy], 1)
     timestep = torch.cat([torch.zeros_like(sigma), sigma * 1000.0], 1)
     pos = clip_positions(f, h // 2, w // 2, gap, x0.device).repeat(2, 1)
     v = model(x, pos, timestep, model.text_kv(text), SequenceAttention(mask))
-    return F.mse_loss(v[:, f * n :].float(), velocity_target(x0, noise))
+    return F.mse_loss(v[:, f * n :].float(), velocity_target(x0, noise) + offset)
 
 
 def training_masks(frames: int, n: int, cfg: ModelConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,30 +166,39 @@ class ClipPool:
         self.tc, self.cfg, self.vae, self.text, self.device = tc, cfg, vae, text_encoder, device
         self.next_seed = tc.seed * 10_000_000
         self.latents: dict[int, torch.Tensor] = {}
+        self.sources: dict[int, torch.Tensor] = {}  # the same clips recoloured (restyling pairs)
         self.states: dict[int, torch.Tensor] = {}
 
     @torch.no_grad()
     def refresh(self) -> None:
-        from train.dataset import caption, render, sample_clip
+        from train.dataset import caption, recolor, sample_clip
 
         for size in (128, 256) if self.tc.large_every else (128,):
             count = self.tc.pool_clips if size == 128 else max(self.tc.pool_clips // 4, self.tc.batch_large)
             params = [sample_clip(self.next_seed + i, self.tc.frames) for i in range(count)]
             captions = [caption(p, self.next_seed + i) for i, p in enumerate(params)]
-            self.next_seed += count
-            lat, chunk = [], 64
-            for i in range(0, count, chunk):
-                video = render(params[i : i + chunk], size, self.device)  # (b, T, H, W, 3) uint8
-                frames = video.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                    z = self.vae.encode(frames)
-                lat.append(z.float().unflatten(0, video.shape[:2]).to(torch.bfloat16))
-            self.latents[size] = torch.cat(lat)
+            self.latents[size] = self._encode(params, size)
+            self.sources[size] = self._encode([recolor(p, self.next_seed + i) for i, p in enumerate(params)], size)
             self.states[size] = self.text.encode_batch(captions).to(self.device, torch.bfloat16)
+            self.next_seed += count
 
-    def batch(self, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, params: list, size: int, chunk: int = 64) -> torch.Tensor:
+        """Render and VAE-encode clips: (len(params), T, C, h, w) bf16."""
+        from train.dataset import render
+
+        lat = []
+        for i in range(0, len(params), chunk):
+            video = render(params[i : i + chunk], size, self.device)  # (b, T, H, W, 3) uint8
+            frames = video.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                z = self.vae.encode(frames)
+            lat.append(z.float().unflatten(0, video.shape[:2]).to(torch.bfloat16))
+        return torch.cat(lat)
+
+    def batch(self, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latents, caption states, recoloured latents) of `count` random pool clips."""
         idx = torch.randint(len(self.latents[size]), (count,), device=self.device)
-        return self.latents[size][idx], self.states[size][idx]
+        return self.latents[size][idx], self.states[size][idx], self.sources[size][idx]
 
 
 def train(tc: DiTTrainConfig) -> dict:
@@ -203,7 +250,7 @@ def train(tc: DiTTrainConfig) -> dict:
             pool.refresh()
         large = tc.large_every > 0 and step % tc.large_every == tc.large_every - 1
         size, count = (256, tc.batch_large) if large else (128, tc.batch_small)
-        latents, states = pool.batch(size, count)
+        latents, states, sources = pool.batch(size, count)
         n = (latents.shape[-2] // 2) * (latents.shape[-1] // 2)
         if n not in masks:
             masks[n] = training_masks(tc.frames, n, cfg, device)
@@ -213,7 +260,7 @@ def train(tc: DiTTrainConfig) -> dict:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             mask = masks[n][int(torch.rand(()) < NO_CONTEXT_SHARE)]
-            loss = flow_loss(model, latents, states, mask, gap)
+            loss = flow_loss(model, latents, states, mask, gap, sources)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -54,6 +54,9 @@ class VaeTrainConfig:
     edge_weight: float = 0.5
     widths: tuple[int, int, int] | None = None  # FrameVAE widths/blocks; None: the tiny config's
     blocks: tuple[int, int, int] | None = None
+    init: Path | None = None  # VAE weights to start from when the checkpoint folder is empty
+    # train the decoder only: the encoder, and so the latents a DiT was trained on, stay as `init`'s
+    decoder_only: bool = False
 
     def __post_init__(self) -> None:
         positive = ("steps", "warmup", "clip_frames", "reuse", "save_every", "log_every", "eval_clips", "eval_frames")
@@ -74,6 +77,8 @@ class VaeTrainConfig:
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
         if self.edge_weight < 0:
             raise ValueError(f"edge_weight must be >= 0, got {self.edge_weight}")
+        if self.decoder_only and self.init is None:
+            raise ValueError("decoder_only needs init: the weights whose encoder stays fixed")
 
 
 def to_model_frames(video: Tensor) -> Tensor:
@@ -190,7 +195,7 @@ def train(
     compile_model: bool = False,
 ) -> dict:
     """Train (resuming from `ckpt_dir`), evaluate, store latent stats, export. Returns a summary dict."""
-    from engine.checkpoint import save_state
+    from engine.checkpoint import load_state, save_state
     from engine.config import get_config
     from engine.vae import build_vae
 
@@ -203,9 +208,10 @@ def train(
         model_cfg, vae_widths=cfg.widths or model_cfg.vae_widths, vae_blocks=cfg.blocks or model_cfg.vae_blocks
     )
     vae = build_vae(model_cfg).to(dev).train()
-    optimizer = torch.optim.AdamW(
-        vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=1e-4, fused=dev.type == "cuda"
-    )
+    if cfg.decoder_only:
+        vae.encoder.requires_grad_(False)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=1e-4, fused=dev.type == "cuda")
     state = load_checkpoint(ckpt_dir)
     history: dict[str, list] = {"loss": []}  # name -> [(step, value)], one plot each
     start_step = 0
@@ -217,6 +223,9 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         start_step, history = state["step"], state["history"]
         log.info("resumed %s at step %d", ckpt_dir, start_step)
+    elif cfg.init is not None:
+        load_state(vae, cfg.init)
+        log.info("initialised from %s", cfg.init)
     # static shapes, one graph per size: with dynamic ones compiling took 160 s on an H200 for a 7%
     # faster step, so compiling only pays in long runs
     roundtrip = torch.compile(_roundtrip, dynamic=False) if compile_model else _roundtrip
@@ -256,7 +265,7 @@ def train(
             loss = reconstruction_loss(recon, frames, cfg.edge_weight) * weight
             loss.backward()
             running += loss.detach()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         step += 1
         since_log += 1
@@ -275,8 +284,11 @@ def train(
     for size, value in psnr.items():
         history.setdefault(f"held-out PSNR {size} (dB)", []).append((step, value))
     save(step)
-    mean, std = measure_latent_stats(vae, cfg, dev)
-    vae.set_latent_stats(mean, std)
+    if cfg.decoder_only:  # same encoder, same latents: keep the statistics the DiT was trained with
+        mean, std = vae.shift.cpu(), 1.0 / vae.scale.cpu()
+    else:
+        mean, std = measure_latent_stats(vae, cfg, dev)
+        vae.set_latent_stats(mean, std)
     summary = {
         "start_step": start_step,
         "step": step,
@@ -319,6 +331,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this long, and save")
     p.add_argument("--widths", type=int, nargs=3, default=None, help="FrameVAE widths (default: the tiny config's)")
     p.add_argument("--blocks", type=int, nargs=3, default=None, help="FrameVAE ResBlocks per stage")
+    p.add_argument("--init", type=Path, default=None, help="VAE weights to start from when --ckpt is empty")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="train the decoder only (needs --init): the latents a DiT learnt stay valid")  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -328,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
             save_every=args.save_every, log_every=args.log_every, eval_clips=args.eval_clips,
             eval_frames=args.eval_frames, stats_frames=args.stats_frames, seed=args.seed,
             max_minutes=args.max_minutes, widths=args.widths and tuple(args.widths),
-            blocks=args.blocks and tuple(args.blocks),
+            blocks=args.blocks and tuple(args.blocks), init=args.init, decoder_only=args.decoder_only,
         )  # fmt: skip
     except ValueError as e:
         p.error(str(e))

@@ -15,6 +15,7 @@ from train.dataset import (
     caption,
     main,
     object_masks,
+    recolor,
     render,
     sample_clip,
 )
@@ -158,6 +159,25 @@ def test_pattern_colours_differ_from_object_colours():
         scene = sample_clip(s, 4).scenes[0]
         if scene.background.kind != "photo":
             assert not set(scene.background.colors) & {o.color for o in scene.objects}
+
+
+def test_recolor_changes_only_object_colours():
+    for s in range(300):
+        p = sample_clip(s, 8)
+        q = recolor(p, s)
+        assert recolor(p, s) == q  # seeded
+        for a, b in zip(p.scenes, q.scenes, strict=True):
+            assert a.background == b.background
+            for o, r in zip(a.objects, b.objects, strict=True):
+                assert dataclasses.replace(r, color=o.color) == o and r.color != o.color
+            colors = [o.color for o in b.objects]
+            assert len(set(colors)) == len(colors) and not set(colors) & set(b.background.colors)
+    # same layout: the recoloured clip differs only where objects are
+    p = first_seed(lambda p: p.static_camera and len(p.scenes[0].objects) == 1, frames=4)
+    a, b = render([p, recolor(p, 0)], 64)
+    inside = object_masks(p, 64, all_objects=True)
+    near = F.max_pool2d(inside[:, None].float(), 3, 1, 1)[:, 0].bool()  # + the anti-aliased edge
+    assert torch.equal(a[~near], b[~near]) and not torch.equal(a[inside], b[inside])
 
 
 def test_heldout_seeds_are_valid_clips():

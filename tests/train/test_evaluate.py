@@ -3,7 +3,9 @@
 import json
 
 import numpy as np
+import pytest
 
+from engine.config import get_config
 from train.dataset import COLORS
 from train.evaluate import color_names, dominant_color, object_region, v2v_source
 
@@ -35,7 +37,19 @@ def test_cli_measures_all_three_on_the_shipped_model(capsys):
 
     result = main(["--device", "cpu", "--frames", "1"])
     rates = json.loads(capsys.readouterr().out.splitlines()[0])
+    sigmas = rates.pop("v2v_sigmas")
     assert set(rates) == {"t2v", "v2v_procedural", "v2v_photo"}
     assert all(0.0 <= r <= 1.0 for r in rates.values())
+    assert sigmas == get_config("tiny").v2v_schedule.sigmas
     assert set(result["t2v"]["per_color"]) == set(EVAL_COLORS)
     assert len(result["v2v_photo"]["per_pair"]) == len(EVAL_PAIRS)
+
+
+def test_cli_tries_another_video_to_video_schedule(capsys):
+    from train.evaluate import main
+
+    main(["--device", "cpu", "--frames", "1", "--v2v-timesteps", "500", "250", "--v2v-shift", "1"])
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["v2v_sigmas"] == [0.5, 0.25]
+    with pytest.raises(SystemExit):
+        main(["--device", "cpu", "--v2v-timesteps", "200", "500"])
+    assert "must decrease" in capsys.readouterr().err

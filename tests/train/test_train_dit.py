@@ -5,7 +5,16 @@ from engine.attention import SequenceAttention, frame_causal_mask
 from engine.checkpoint import load_state, save_state
 from engine.config import get_config
 from engine.dit import CausalDiT, init_weights
-from train.train_dit import DiTTrainConfig, clip_positions, flow_loss, sample_sigmas, train, training_masks
+from engine.sampler import add_noise, velocity_target
+from train.train_dit import (
+    DiTTrainConfig,
+    clip_positions,
+    flow_loss,
+    restyle_start,
+    sample_sigmas,
+    train,
+    training_masks,
+)
 
 
 def test_teacher_forcing_mask_is_what_inference_sees():
@@ -58,6 +67,41 @@ def test_flow_loss_is_finite_and_has_gradients():
     loss = flow_loss(model, latents, torch.randn(2, cfg.text_len, cfg.text_dim), mask, gap=100)
     loss.backward()
     assert torch.isfinite(loss) and model.blocks[0].self_attn.q.weight.grad.abs().sum() > 0
+
+
+def test_restyle_start_lies_on_the_video_to_video_path():
+    # the straight line from the noised source (at sigma0) to the target, evaluated at sigma
+    torch.manual_seed(0)
+    x0, source, noise = torch.randn(3, 1, 10, 4).unbind(0)
+    sigma0 = torch.tensor([[[0.8]]])
+    for s in (0.8, 0.5, 0.1):
+        sigma = torch.tensor([[[s]]])
+        start, offset = restyle_start(x0, source, sigma, sigma0)
+        begin = add_noise(source, noise, sigma0)
+        on_line = x0 + (sigma / sigma0) * (begin - x0)
+        torch.testing.assert_close(add_noise(start, noise, sigma), on_line)
+        torch.testing.assert_close(velocity_target(x0, noise) + offset, (begin - x0) / sigma0)
+    # a pair whose source is the clip itself is plain rectified flow
+    start, offset = restyle_start(x0, x0, torch.tensor([[[0.4]]]), sigma0)
+    torch.testing.assert_close(start, x0)
+    assert offset.abs().max() == 0
+
+
+def test_flow_loss_takes_restyling_sources():
+    cfg = get_config("tiny")
+    model = CausalDiT(cfg)
+    init_weights(model)
+    latents = torch.randn(4, 3, cfg.latent_channels, 4, 4)
+    text = torch.randn(4, cfg.text_len, cfg.text_dim)
+    mask = frame_causal_mask(3, 4, 1, 6, copies=2)
+    torch.manual_seed(1)
+    same = flow_loss(model, latents, text, mask, gap=0, sources=latents)
+    torch.manual_seed(1)
+    plain = flow_loss(model, latents, text, mask, gap=0)
+    torch.manual_seed(1)
+    other = flow_loss(model, latents, text, mask, gap=0, sources=latents + 3.0)
+    torch.testing.assert_close(same, plain)  # source == clip: the pair adds nothing
+    assert torch.isfinite(other) and other > plain
 
 
 def test_training_resumes_and_exports(tmp_path):

@@ -89,6 +89,7 @@ def test_reconstruction_loss_is_zero_only_for_a_perfect_reconstruction():
         ({"max_minutes": -1.0}, "max_minutes must be >= 0"),
         ({"reuse": 0}, "reuse must be >= 1"),
         ({"frames_per_step": (4096, 4)}, "frames_per_step \\* reuse may be at most"),
+        ({"decoder_only": True}, "decoder_only needs init"),
     ],
 )
 def test_bad_config_is_rejected(change, message):
@@ -116,3 +117,19 @@ def test_widths_and_blocks_shape_the_trained_vae(tmp_path):
     assert state["encoder.0.weight"].shape[0] == 8
     assert state["encoder.1.weight"].shape == (12, 8, 3, 3)  # no ResBlock at 1/2 size
     assert state["encoder.2.conv1.weight"].shape[0] == 12  # the one ResBlock, at 1/4 size
+
+
+def test_decoder_only_keeps_the_encoder_and_its_latent_statistics(tmp_path):
+    from engine.checkpoint import load_state
+    from engine.vae import FrameVAE
+
+    init = tmp_path / "init.safetensors"
+    main(["--ckpt", str(tmp_path / "a"), "--export", str(init), "--steps", "1", *SMOKE])
+    out = tmp_path / "tuned.safetensors"
+    main(["--ckpt", str(tmp_path / "b"), "--export", str(out), "--steps", "2", "--lr", "0.01", "--init", str(init),
+          "--decoder-only", *SMOKE])  # fmt: skip
+    before, after = FrameVAE(), FrameVAE()
+    load_state(before, init)
+    load_state(after, out)
+    changed = {name for name, value in before.state_dict().items() if not torch.equal(value, after.state_dict()[name])}
+    assert changed and all(name.startswith("decoder.") for name in changed)  # encoder, shift, scale: as init
