@@ -33,6 +33,14 @@ def warmup_cosine(step: int, total: int, warmup: int, peak: float, floor_ratio: 
     return peak * (floor_ratio + (1 - floor_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def annealing_step(step: int, total: int, elapsed_s: float, max_minutes: float | None) -> int:
+    """The step the learning-rate schedule is at: a run cut short by a time limit anneals by
+    whichever ends first, steps or time, so its last minutes still get the low learning rates."""
+    if not max_minutes:
+        return step
+    return max(step, int(elapsed_s / (max_minutes * 60) * total))
+
+
 def save_checkpoint(state: dict, directory: str | Path, shard_mb: float = 15.0) -> Path:
     """Write `state` (torch.save-able) as `state.pt.000`, `.001`, ... of at most `shard_mb` MiB each.
 

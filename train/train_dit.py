@@ -34,7 +34,7 @@ from engine.checkpoint import load_state, save_state
 from engine.config import ModelConfig, get_config
 from engine.dit import CausalDiT, init_weights, patchify
 from engine.sampler import add_noise, velocity_target
-from train.common import load_checkpoint, pick_device, plot_curves, save_checkpoint, warmup_cosine
+from train.common import annealing_step, load_checkpoint, pick_device, plot_curves, save_checkpoint, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,11 @@ def flow_loss(
         source = patchify(sources.flatten(0, 1)).reshape(b, -1, cfg.patch_dim).float()
         restyle = torch.rand(b, device=x0.device) < RESTYLE_SHARE
         source = torch.where(restyle[:, None, None], source, x0)  # the others: plain rectified flow
+        # where video-to-video started: half at the schedule's first sigma, half anywhere above
         lo = sigma.clamp_min(RESTYLE_MIN_START)
-        sigma0 = lo + (1 - lo) * torch.rand_like(sigma)  # where video-to-video started
+        uniform = lo + (1 - lo) * torch.rand_like(sigma)
+        at_schedule = lo.clamp_min(cfg.v2v_schedule.sigmas[0])
+        sigma0 = torch.where(torch.rand_like(sigma) < 0.5, at_schedule, uniform)
         start, offset = restyle_start(x0, source, sigma[..., None], sigma0[..., None])
     noisy = add_noise(start, noise, sigma[..., None])
     x = torch.cat([context, noisy], 1)
@@ -255,7 +258,9 @@ def train(tc: DiTTrainConfig) -> dict:
         if n not in masks:
             masks[n] = training_masks(tc.frames, n, cfg, device)
         gap = int(torch.randint(0, tc.max_sink_gap + 1, ()).item()) if torch.rand(()) < 0.5 else 0
-        lr = warmup_cosine(step, tc.steps, tc.warmup, tc.lr)
+        lr = warmup_cosine(
+            annealing_step(step, tc.steps, time.time() - start, tc.max_minutes), tc.steps, tc.warmup, tc.lr
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from train.common import load_checkpoint, pick_device, plot_curves, save_checkpoint, warmup_cosine
+from train.common import annealing_step, load_checkpoint, pick_device, plot_curves, save_checkpoint, warmup_cosine
 from train.dataset import HELDOUT_SEEDS_START, render, sample_clip
 
 log = logging.getLogger(__name__)
@@ -246,15 +246,11 @@ def train(
     since_log, log_clock = 0, time.monotonic()
     bar = tqdm(total=cfg.steps, initial=start_step, desc="vae", unit="step", dynamic_ncols=True)
     while step < cfg.steps:
-        schedule_step = step
-        if cfg.max_minutes is not None:
-            elapsed = (time.monotonic() - started) / max(cfg.max_minutes * 60, 1e-9)
-            if elapsed >= 1:
-                log.info("--max-minutes reached at step %d", step)
-                break
-            # a time-limited run anneals by whichever ends first, steps or time: the last minutes
-            # of a run cut short by --max-minutes still get the low learning rates
-            schedule_step = max(step, int(elapsed * cfg.steps))
+        elapsed = time.monotonic() - started
+        if cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60:
+            log.info("--max-minutes reached at step %d", step)
+            break
+        schedule_step = annealing_step(step, cfg.steps, elapsed, cfg.max_minutes)
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(schedule_step, cfg.steps, cfg.warmup, cfg.lr)
         optimizer.zero_grad(set_to_none=True)

@@ -47,3 +47,11 @@ def test_plot_curves_writes_png(tmp_path):
     path = tmp_path / "loss.png"
     plot_curves(path, {"loss": [(1, 1.0), (2, 0.5)], "psnr": []}, "t", log_scale=("loss",))
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_annealing_step_follows_time_when_time_runs_out_first():
+    from train.common import annealing_step
+
+    assert annealing_step(10, 1000, elapsed_s=300.0, max_minutes=None) == 10  # no time limit: steps
+    assert annealing_step(10, 1000, elapsed_s=300.0, max_minutes=10.0) == 500  # half the time gone
+    assert annealing_step(900, 1000, elapsed_s=60.0, max_minutes=10.0) == 900  # steps ahead of time
