@@ -3,7 +3,8 @@
 # the DiT on restyling pairs (train_dit.RESTYLE_SHARE) and, with WITH_VAE=1, beside it on the same GPU
 # the VAE decoder only (the encoder, so the DiT's latents, unchanged); then the colour-following
 # check for a few video-to-video schedules. Round 1 ran WITH_VAE=1 DIT_MINUTES=6.6, round 2 the
-# defaults, each from the weights the round before exported.
+# defaults, round 3 (context lag added) DIT_STEPS=6500 DIT_MINUTES=7.8, each from the weights the
+# round before exported.
 #     bash train/gpu_finetune.sh OUT MINILM_DIR
 set -euo pipefail
 out=$1; minilm=$2

@@ -50,6 +50,10 @@ NO_CONTEXT_SHARE = 0.25
 # (0% colour following in video-to-video after 12 GPU minutes).
 RESTYLE_SHARE = 0.5
 RESTYLE_MIN_START = 0.3  # lowest SDEdit start sigma trained: the target's source term grows as 1/sigma0
+# Restyling pairs see a context up to this many frames behind the clip (restyle clips only). With an
+# exact context, 6,000 steps learnt to copy the last frame: a sub-pixel move per frame says nothing
+# the noisy frame would contradict, so at inference the output froze while the source moved on.
+MAX_CONTEXT_LAG = 4
 
 
 @dataclass(frozen=True)
@@ -128,16 +132,17 @@ def flow_loss(
     b, f, c, h, w = latents.shape
     x0 = patchify(latents.flatten(0, 1)).reshape(b, -1, cfg.patch_dim).float()  # (B, F*N, D)
     n = x0.shape[1] // f
+    restyle = (torch.rand(b, device=x0.device) < RESTYLE_SHARE) & (sources is not None)
     # noise-augmented clean context: at inference the cache holds the model's own imperfect outputs,
     # and a context too faithful to the truth teaches copying the last frame
     aug = (torch.rand(b, f, device=x0.device) < 0.5) * torch.rand(b, f, device=x0.device) * CONTEXT_NOISE
-    context = add_noise(x0, torch.randn_like(x0), aug.repeat_interleave(n, 1)[..., None])
+    lag = torch.randint(0, MAX_CONTEXT_LAG + 1, (b,), device=x0.device) * restyle
+    context = add_noise(lagged(x0, lag, f), torch.randn_like(x0), aug.repeat_interleave(n, 1)[..., None])
     sigma = sample_sigmas(cfg, (b, f), x0.device).repeat_interleave(n, 1)  # (B, F*N)
     noise = torch.randn_like(x0)
     start, offset = x0, 0.0
     if sources is not None:
         source = patchify(sources.flatten(0, 1)).reshape(b, -1, cfg.patch_dim).float()
-        restyle = torch.rand(b, device=x0.device) < RESTYLE_SHARE
         source = torch.where(restyle[:, None, None], source, x0)  # the others: plain rectified flow
         # where video-to-video started: half at the schedule's first sigma, half anywhere above
         lo = sigma.clamp_min(RESTYLE_MIN_START)
@@ -151,6 +156,14 @@ def flow_loss(
     pos = clip_positions(f, h // 2, w // 2, gap, x0.device).repeat(2, 1)
     v = model(x, pos, timestep, model.text_kv(text), SequenceAttention(mask))
     return F.mse_loss(v[:, f * n :].float(), velocity_target(x0, noise) + offset)
+
+
+def lagged(x: torch.Tensor, lag: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, F*N, D) tokens with clip i's frame t replaced by its frame max(t - lag[i], 0)."""
+    b = x.shape[0]
+    t = (torch.arange(frames, device=x.device)[None] - lag[:, None]).clamp_min(0)  # (B, F)
+    per_frame = x.reshape(b, frames, -1, x.shape[-1])
+    return per_frame[torch.arange(b, device=x.device)[:, None], t].reshape(x.shape)
 
 
 def training_masks(frames: int, n: int, cfg: ModelConfig, device) -> tuple[torch.Tensor, torch.Tensor]:

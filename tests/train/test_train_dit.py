@@ -10,6 +10,7 @@ from train.train_dit import (
     DiTTrainConfig,
     clip_positions,
     flow_loss,
+    lagged,
     restyle_start,
     sample_sigmas,
     train,
@@ -87,7 +88,16 @@ def test_restyle_start_lies_on_the_video_to_video_path():
     assert offset.abs().max() == 0
 
 
-def test_flow_loss_takes_restyling_sources():
+def test_lagged_context_holds_earlier_frames():
+    x = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4 * 3, 1)  # 2 clips, 4 frames of 3 tokens
+    out = lagged(x, torch.tensor([0, 2]), 4)
+    torch.testing.assert_close(out[0], x[0])
+    frames = out[1].reshape(4, 3)[:, 0] // 3 - 4  # frame index of each token row, clip 1
+    assert frames.tolist() == [0, 0, 0, 1]
+
+
+def test_flow_loss_takes_restyling_sources(monkeypatch):
+    monkeypatch.setattr("train.train_dit.MAX_CONTEXT_LAG", 0)  # lagging context is tested above
     cfg = get_config("tiny")
     model = CausalDiT(cfg)
     init_weights(model)
