@@ -143,7 +143,7 @@ def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 
     with torch.inference_mode():
         for _ in range(gen.cfg.window.slots + 1):  # fill the window: steady state
             gen.step(chunk)
-        tokens = patchify(gen.vae.encode_step(gen._source_tensor(chunk)))
+        tokens = patchify(gen.encode_source(chunk))
         text_kv = gen.prompt.kv
         rng = torch.Generator().manual_seed(0)
         rows = []

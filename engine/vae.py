@@ -39,6 +39,8 @@ class StreamingAutoencoder(nn.Module):
     shift: Tensor  # (C,) buffers, set by set_latent_stats
     scale: Tensor
 
+    stateless = False  # True where a step keeps nothing for the next (CUDA graphs can replay it)
+
     def __init__(self, latent_channels: int) -> None:
         super().__init__()
         if latent_channels < 1:
@@ -152,6 +154,7 @@ class FrameVAE(StreamingAutoencoder):
     """
 
     frames_per_latent = 1
+    stateless = True
 
     def __init__(
         self,

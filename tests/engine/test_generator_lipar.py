@@ -57,7 +57,7 @@ def tiny_tau(recovery="noise-aware"):
 
         g = StreamingGenerator.from_pretrained("tiny", device="cpu", random_weights=True, size=(SIZE, SIZE), seed=5)
         with torch.inference_mode():
-            z = [g.vae.encode_step(g._source_tensor(f))[0] for f in clip(2)]
+            z = [g.encode_source(f)[0] for f in clip(2)]
         _TAU["tau"] = float(token_distance(z[1], z[0], 0.2).median())
     tau = _TAU["tau"]
     return LiparConfig(tau_short=tau, tau_long=2 * tau, temporal=0.0, dilation=0, scene_cut=1.0, recovery=recovery)
