@@ -1,14 +1,14 @@
 """The shipped `tiny` weights: they load by default, give finite frames of the right shape, the
-prompt changes what is generated, and text-to-video follows colour prompts. (Video-to-video colour
-following is measured, not asserted: the shipped model misses the 80 % target there, see
-benchmarks/results/tiny_quality.json.)"""
+prompt changes what is generated, text-to-video follows colour prompts, and video-to-video restyles
+a source's object in more frames than a floor well below the 80 % target it misses (55 % measured,
+benchmarks/results/tiny_quality.json): a guard against losing restyling, not a claim of the target."""
 
 import numpy as np
 import pytest
 
 from engine.checkpoint import WEIGHTS_DIR
 from engine.generator import StreamingGenerator
-from train.evaluate import EVAL_COLORS, prompt_following_t2v
+from train.evaluate import EVAL_COLORS, EVAL_PAIRS, prompt_following_t2v, prompt_following_v2v
 
 SHIPPED = (WEIGHTS_DIR / "tiny" / "dit.safetensors").is_file()
 pytestmark = pytest.mark.skipif(not SHIPPED, reason="engine/weights/tiny/dit.safetensors is not in this checkout")
@@ -45,3 +45,10 @@ def test_text_to_video_follows_colour_prompts(gen):
     """The named colour dominates the object region in >= 80% of frames (8 colours x 16 frames)."""
     result = prompt_following_t2v(gen, EVAL_COLORS, 16)
     assert result["rate"] >= 0.8, result["per_color"]
+
+
+def test_video_to_video_restyles_the_source_object(gen):
+    """The prompted colour, not the source's, dominates the moving source object in >= 40% of frames
+    (5 colour pairs x 16 frames; the weights before restyling training scored 0%)."""
+    result = prompt_following_v2v(gen, EVAL_PAIRS, 16)
+    assert result["rate"] >= 0.4, result["per_pair"]
