@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from engine.config import Schedule
+from lipar.config import LiparConfig
 from train.dataset import COLORS, Background, ClipParams, ObjectParams, Scene, object_masks, render
 
 _NAMES = list(COLORS)
@@ -131,10 +132,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--v2v-timesteps", type=float, nargs="+", default=None,
                    help="try another video-to-video schedule, e.g. 500 250 (default: the config's)")  # fmt: skip
     p.add_argument("--v2v-shift", type=float, default=None)
+    p.add_argument("--no-lipar", action="store_true", help="video-to-video unpruned (default: LIPAR on, as shipped)")
+    p.add_argument("--lipar-dilation", type=int, default=None, help="LIPAR keep-mask margin in tokens (default 1)")
     a = p.parse_args(argv)
+    if a.lipar_dilation is not None and a.lipar_dilation < 0:
+        p.error(f"--lipar-dilation must be >= 0, got {a.lipar_dilation}")
     gen = StreamingGenerator.from_pretrained(
         "tiny", device=a.device, weights=a.weights, text_encoder_path=a.text_encoder
     )
+    if a.no_lipar or a.lipar_dilation is not None:
+        gen.set_lipar(LiparConfig(enabled=not a.no_lipar, dilation=1 if a.lipar_dilation is None else a.lipar_dilation))
     if a.v2v_timesteps or a.v2v_shift:
         old = gen.cfg.v2v_schedule
         try:
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
             p.error(str(e))
         gen.cfg = dataclasses.replace(gen.cfg, v2v_schedule=schedule)  # read at every step
     result = prompt_following(gen, a.frames)
-    print(json.dumps({k: v["rate"] for k, v in result.items()} | {"v2v_sigmas": gen.cfg.v2v_schedule.sigmas}))
+    setting = {"v2v_sigmas": gen.cfg.v2v_schedule.sigmas, "lipar": gen.lipar.enabled, "dilation": gen.lipar.dilation}
+    print(json.dumps({k: v["rate"] for k, v in result.items()} | setting))
     print(json.dumps(result))
     return result
 

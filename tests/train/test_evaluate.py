@@ -38,6 +38,7 @@ def test_cli_measures_all_three_on_the_shipped_model(capsys):
     result = main(["--device", "cpu", "--frames", "1"])
     rates = json.loads(capsys.readouterr().out.splitlines()[0])
     sigmas = rates.pop("v2v_sigmas")
+    assert (rates.pop("lipar"), rates.pop("dilation")) == (True, 1)  # the shipped default
     assert set(rates) == {"t2v", "v2v_procedural", "v2v_photo"}
     assert all(0.0 <= r <= 1.0 for r in rates.values())
     assert sigmas == get_config("tiny").v2v_schedule.sigmas
@@ -53,3 +54,15 @@ def test_cli_tries_another_video_to_video_schedule(capsys):
     with pytest.raises(SystemExit):
         main(["--device", "cpu", "--v2v-timesteps", "200", "500"])
     assert "must decrease" in capsys.readouterr().err
+
+
+def test_cli_sets_lipar_for_video_to_video(capsys):
+    from train.evaluate import main
+
+    main(["--device", "cpu", "--frames", "1", "--no-lipar"])
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["lipar"] is False
+    main(["--device", "cpu", "--frames", "1", "--lipar-dilation", "2"])
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["dilation"] == 2
+    with pytest.raises(SystemExit):
+        main(["--device", "cpu", "--lipar-dilation", "-1"])
+    assert "--lipar-dilation must be >= 0" in capsys.readouterr().err
