@@ -93,7 +93,43 @@ def main() -> None:
         "speed": speed,
     }
     (a.out / "tiny_quality.json").write_text(json.dumps(result, indent=1))
+    (a.out / "tiny_quality.md").write_text(markdown(result))
     print(json.dumps({k: v for k, v in result.items() if k != "prompt_following"}, indent=1))
+
+
+def markdown(result: dict) -> str:
+    """The JSON as a page a reader can take in: the issue's targets next to each measure, the strips."""
+    follow, speed, psnr = result["prompt_following"], result["speed"], result["vae_psnr_db"]
+    met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    lines = [
+        "# The shipped `tiny` model",
+        "",
+        f"Command: `{result['command']}` · CPU ({speed['threads']} threads) · torch {result['torch']} · "
+        f"DiT {result['params']['dit'] / 1e6:.2f} M, VAE {result['params']['vae'] / 1e6:.2f} M parameters",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+    ]
+    for size, value in psnr.items():
+        lines.append(f"| VAE held-out PSNR, {size}×{size} | {value:.1f} dB | ≥ 30 dB: {met(value >= 30)} |")
+    for key, label in (("t2v", "text-to-video"), ("v2v_procedural", "video-to-video, plain background"),
+                       ("v2v_photo", "video-to-video, brick-wall photo")):  # fmt: skip
+        rate = follow[key]["rate"]
+        lines.append(
+            f"| colour-prompt following, {label} | {100 * rate:.1f} % of frames | ≥ 80 %: {met(rate >= 0.8)} |"
+        )
+    t2v_fps = speed["t2v_fps_cpu_128"]
+    lines.append(f"| text-to-video speed, 128×128 | {t2v_fps:.1f} fps | ≥ 4 fps: {met(t2v_fps >= 4)} |")
+    lines.append(f"| video-to-video speed, 128×128 (LIPAR on) | {speed['v2v_fps_cpu_128']:.1f} fps | |")
+    lines += ["", "GPU speed (256×256, target ≥ 200 fps) is measured by `app.py bench` on the device: "
+              "`gpu_h200/bench_tiny256/bench.json`.", ""]  # fmt: skip
+    lines += ["Per colour (text-to-video) and per source → prompt pair (video-to-video):", ""]
+    for key, result_part in follow.items():
+        parts = result_part.get("per_color") or result_part.get("per_pair")
+        lines.append(f"- {key}: " + ", ".join(f"{name} {100 * v:.0f} %" for name, v in parts.items()))
+    lines += ["", "![text-to-video](tiny_t2v.png)", "![video-to-video, procedural](tiny_v2v_procedural.png)",
+              "![video-to-video, photo](tiny_v2v_photo.png)", ""]  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
