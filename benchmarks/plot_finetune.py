@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=RESULTS / "tiny_finetune.png")
     a = p.parse_args(argv)
     rounds = json.loads(a.json.read_text())["dit_rounds"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4))
     x = [r["round"] for r in rounds]
     gpu = [r["gpu_check_h200_bf16"][0] for r in rounds]  # the first check: the schedule shipped then
     for key, label, style in (("t2v", "text-to-video", "-"), ("v2v_procedural", "V2V procedural", "-"),
@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     ax.set(xlabel="fine-tuning round (about 6,000 steps each)", ylabel="frames with the prompted colour (%)",
            title="tiny: colour-prompt following per round", ylim=(0, 105), xticks=x)  # fmt: skip
     ax.legend(fontsize=7, loc="lower right")
+    offset = 0
+    for r in rounds:  # each round's own steps, one after the other
+        steps, losses = zip(*r["loss_history"], strict=True)
+        loss_ax.plot([offset + s for s in steps], losses, label=f"round {r['round']}")
+        offset += r["steps"]
+    loss_ax.set(xlabel="fine-tuning step", ylabel="velocity MSE (mean of 50 steps)", title="training loss")
+    loss_ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(a.out, dpi=120)
     print(a.out)
