@@ -1,6 +1,6 @@
 """The shipped `tiny` weights: they load by default, give finite frames of the right shape, the
 prompt changes what is generated, text-to-video follows colour prompts, and video-to-video restyles
-a source's object in more frames than a floor well below the 80 % target it misses (55 % measured,
+a source's object in more frames than a floor well below the 80 % target it misses (54 % measured,
 benchmarks/results/tiny_quality.json): a guard against losing restyling, not a claim of the target."""
 
 import numpy as np
