@@ -49,6 +49,19 @@ def pad_to_bucket(size: int, x: Tensor, pos: Tensor, write_idx: Tensor) -> tuple
     )
 
 
+def capture(graph: torch.cuda.CUDAGraph, run: Callable[[], Tensor], warmups: int, pool=None) -> Tensor:
+    """Record `run()` into `graph` after `warmups` eager runs on a side stream (capture needs them:
+    lazy initialisation and kernel selection must not happen inside it). Returns the graph's output."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmups):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.cuda.graph(graph, pool=pool):
+        return run()
+
+
 class EagerRunner:
     def __init__(self, dit: CausalDiT, cache: RollingKVCache) -> None:
         self.dit, self.cache = dit, cache
@@ -155,15 +168,8 @@ class CudaGraphRunner:
         def run() -> Tensor:
             return self.eager(e.x, e.pos, e.timestep, self.text_kv, e.write_idx, store_pre)
 
-        # warm-up on a side stream (required before capture); it writes the same K/V the replay will
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                run()
-        torch.cuda.current_stream().wait_stream(side)
-        with torch.cuda.graph(e.graph, pool=self.pool):
-            e.out = run()
+        # the warm-up writes the same K/V the replay will
+        e.out = capture(e.graph, run, warmups=2, pool=self.pool)
         log.info("captured CUDA graph: %d tokens, cache pass %s", e.x.shape[1], store_pre)
 
 
@@ -187,13 +193,7 @@ class GraphedCall:
 
     def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
         static_in = x.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self.fn(static_in)  # warm-up before capture (cuDNN picks its kernels here)
-        torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = self.fn(static_in)
+        static_out = capture(graph, lambda: self.fn(static_in), warmups=1)  # cuDNN picks its kernels in the warm-up
         log.info("captured CUDA graph of %s for input %s", getattr(self.fn, "__name__", self.fn), tuple(x.shape))
         return graph, static_in, static_out

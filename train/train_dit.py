@@ -201,11 +201,12 @@ class ClipPool:
     def _encode(self, params: list, size: int, chunk: int = 64) -> torch.Tensor:
         """Render and VAE-encode clips: (len(params), T, C, h, w) bf16."""
         from train.dataset import render
+        from train.train_vae import to_model_frames
 
         lat = []
         for i in range(0, len(params), chunk):
             video = render(params[i : i + chunk], size, self.device)  # (b, T, H, W, 3) uint8
-            frames = video.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            frames = to_model_frames(video)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 z = self.vae.encode(frames)
             lat.append(z.float().unflatten(0, video.shape[:2]).to(torch.bfloat16))
