@@ -3,6 +3,8 @@
 Each variant runs the clip twice: an untimed pass (CUDA graphs for every kept-count bucket get
 captured there), then the timed pass from a reset. Latency is wall clock around `step()`, which
 ends by copying the frames to the host, so every frame is complete when its time is taken.
+Each run's quality figures (engine/quality.py) are taken over its timed frames against the baseline's
+and against the source: sequence PSNR, the per-frame curve, drift, warp error.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm import tqdm
 
 from engine.dit import patchify
 from engine.generator import StreamingGenerator
+from engine.quality import DRIFT_FRAMES, PSNR_CAP, sequence_metrics
 from engine.video_io import read_frames
 from lipar.config import LiparConfig
 
@@ -81,11 +84,6 @@ def synthetic_clip(height: int, width: int, count: int, seed: int = 0) -> list[n
     return frames
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -96,12 +94,18 @@ def _chunks(frames: list[np.ndarray], per: int) -> list[list[np.ndarray]]:
 
 
 def run_variant(
-    gen: StreamingGenerator, chunks: list, lipar: LiparConfig, warmup: int, budget_ms: float | None, label: str
+    gen: StreamingGenerator,
+    chunks: list,
+    lipar: LiparConfig,
+    warmup: int,
+    budget_ms: float | None,
+    label: str,
+    prompt: str = PROMPT,
 ) -> tuple[dict, list[np.ndarray]]:
     gen.set_lipar(lipar)
     for timed in (False, True):  # the untimed pass captures every CUDA graph this variant needs
         gen.reset()
-        gen.set_prompt(PROMPT)
+        gen.set_prompt(prompt)
         if gen.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         latencies, stages, kept, outputs = [], [], [], []
@@ -203,8 +207,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     lipar_on = replace(cfg.lipar, enabled=True)
     baseline, base_frames = run_variant(gen, chunks, replace(cfg.lipar, enabled=False), cfg.warmup, budget, "baseline")
     pruned, lipar_frames = run_variant(gen, chunks, lipar_on, cfg.warmup, budget, "lipar")
-    baseline["psnr_vs_baseline"] = float("inf")
-    pruned["psnr_vs_baseline"] = float(np.mean([psnr(a, b) for a, b in zip(lipar_frames, base_frames)]))
+    timed_source = frames[cfg.warmup * per : need]  # the source frames of the timed outputs, in order
+    baseline.update(sequence_metrics(base_frames, base_frames, timed_source))
+    pruned.update(sequence_metrics(lipar_frames, base_frames, timed_source))
     result = {
         "model": cfg.model,
         "size": f"{gen.height}x{gen.width}",
@@ -236,7 +241,7 @@ def plot_bench(result: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = 2 if result["sweep"] else 1
+    panels = 3 if result["sweep"] else 2
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
     ax = axes[0, 0]
     for name, run in result["runs"].items():
@@ -246,8 +251,18 @@ def plot_bench(result: dict, out: Path) -> None:
     )
     ax.legend()
     ax.grid(alpha=0.3)
+    # drift shows as a falling curve; the baseline against itself sits at the cap and is left out
+    ax = axes[0, 1]
+    for name, run in result["runs"].items():
+        if name != "baseline":
+            d = run["drift"]
+            label = f"{name}: {run['psnr_vs_baseline']:.1f} dB, last {d['frames']} vs first {d['change_db']:+.1f} dB"
+            ax.plot(run["psnr_vs_baseline_frames"], label=label, lw=1)
+    ax.set(xlabel="timed video frame", ylabel="PSNR vs baseline (dB)", title="per-frame PSNR against the unpruned run")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     if result["sweep"]:
-        ax = axes[0, 1]
+        ax = axes[0, 2]
         kept = [r["kept"] for r in result["sweep"]]
         ax.plot(kept, [r["speedup"] for r in result["sweep"]], "o-", label="measured")
         ideal = np.linspace(min(kept), 1.0, 50)
@@ -266,9 +281,11 @@ def print_table(result: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result['model']} {result['size']} · {result['card']} · torch {result['torch']}")
-    for col in ("run", "fps", "p50 ms", "p95 ms", "p99 ms", "ttff ms", "kept", "PSNR dB", "peak GB"):
+    timing = ("run", "fps", "p50 ms", "p95 ms", "p99 ms", "ttff ms", "kept")
+    for col in (*timing, "PSNR dB", "drift dB", "warp", "vs src dB", "peak GB"):
         table.add_column(col, justify="right")
     for name, r in result["runs"].items():
+        warp, src = r["warp_error"], r["psnr_vs_source"]
         table.add_row(
             name,
             f"{r['fps']:.1f}",
@@ -278,10 +295,17 @@ def print_table(result: dict) -> None:
             f"{r['ttff_ms']:.0f}",
             f"{r['kept_ratio_mean']:.2f}",
             f"{r['psnr_vs_baseline']:.1f}",
+            f"{r['drift']['change_db']:+.1f}",
+            "-" if warp is None else f"{warp:.2f}",
+            "-" if src is None else f"{src:.1f}",
             f"{r['peak_mem_gb']:.2f}" if r["peak_mem_gb"] else "-",
         )
     console = Console()
     console.print(table)
+    console.print(
+        f"PSNR: sequence PSNR against the baseline from the total MSE, capped at {PSNR_CAP:.0f} dB (identical); "
+        f"drift: last {DRIFT_FRAMES} timed frames against the first {DRIFT_FRAMES}; warp: temporal warp error (0-255)"
+    )
     for name, r in result["runs"].items():
         console.print(f"{name} stages (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages_ms"].items()))
     if result.get("notes"):

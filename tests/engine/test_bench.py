@@ -7,6 +7,7 @@ import pytest
 
 import app
 from engine.bench import BenchConfig, run_bench, synthetic_clip
+from engine.quality import PSNR_CAP
 from engine.video_io import write_video
 
 RUN_FIELDS = {
@@ -18,6 +19,10 @@ RUN_FIELDS = {
     "kept_ratio_mean",
     "peak_mem_gb",
     "psnr_vs_baseline",
+    "psnr_vs_baseline_frames",
+    "drift",
+    "warp_error",
+    "psnr_vs_source",
     "stages_ms",
     "deadline_miss_rate",
 }
@@ -29,7 +34,7 @@ def test_bench_writes_both_runs_the_sweep_and_a_plot(tmp_path):
         out=tmp_path, command="test",
     )  # fmt: skip
     run_bench(cfg)
-    result = json.loads((tmp_path / "bench.json").read_text())
+    result = json.loads((tmp_path / "bench.json").read_text(), parse_constant=_refuse)  # strict JSON: no inf
     assert {"model", "size", "card", "torch", "command", "runs", "sweep"} <= set(result)
     assert result["size"] == "64x64" and result["command"] == "test"
     for name in ("baseline", "lipar"):
@@ -38,11 +43,19 @@ def test_bench_writes_both_runs_the_sweep_and_a_plot(tmp_path):
         assert set(run["stages_ms"]) == {"encode", "mask", "dit", "decode"}
         assert len(run["latency_ms"]) == 3 and run["latency_ms_p50"] <= run["latency_ms_p99"]
         assert run["deadline_miss_rate"] == 1.0  # a million fps is a deadline nothing meets
+        assert len(run["psnr_vs_baseline_frames"]) == 3 and run["drift"]["frames"] == 1
+        assert run["warp_error"] >= 0 and 0 < run["psnr_vs_source"] < PSNR_CAP  # every run, video-to-video
+    baseline = result["runs"]["baseline"]
+    assert baseline["psnr_vs_baseline"] == PSNR_CAP and baseline["drift"]["change_db"] == 0  # itself: the cap
     assert result["runs"]["baseline"]["kept_ratio_mean"] == 1.0
     assert [s["kept"] for s in result["sweep"]] == [1.0, 0.75, 0.5, 0.25]
     assert all(s["ms"] > 0 and s["ideal"] == pytest.approx(1 / s["kept"]) for s in result["sweep"])
     assert "random weights" in result["notes"]  # the lipar run's kept ratio means nothing then
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def _refuse(constant: str):
+    raise AssertionError(f"bench.json holds {constant}")
 
 
 def test_synthetic_clip_has_a_static_background_and_a_moving_disc():
