@@ -2,30 +2,58 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
 class KVWindow:
-    """Self-attention context: `sinks` first frames kept forever plus the last `m` frames.
+    """Self-attention context: `sinks` first frames kept forever, the last `m` clean frames, and the
+    `block` latent frames being denoised together now (1 = frame-wise; 3 = Self-Forcing / CausVid).
 
     The unpruned baseline and LIPAR use the same window, so their comparison is fair
-    (DESIGN.md §4.3, the paper's M-degree).
+    (DESIGN.md §4.3, the paper's M-degree). Self-Forcing's `local_attn_size` L with `sink_size` S is
+    `KVWindow(S, L - S - block, block)`; its global attention (-1) keeps 21 frames, block included.
     """
 
     sinks: int = 1
     m: int = 6
+    block: int = 1
 
     def __post_init__(self) -> None:
-        if self.sinks < 1:
-            raise ValueError(f"KVWindow.sinks must be >= 1, got {self.sinks}")
+        if self.sinks < 0:
+            raise ValueError(f"KVWindow.sinks must be >= 0, got {self.sinks}")
         if self.m < 1:
             raise ValueError(f"KVWindow.m must be >= 1, got {self.m}")
+        if self.block < 1:
+            raise ValueError(f"KVWindow.block (frames per block) must be >= 1, got {self.block}")
 
     @property
     def slots(self) -> int:
-        # sinks + the last m frames + the frame being generated now
-        return self.sinks + self.m + 1
+        # sinks + the last m frames + the block being generated now
+        return self.sinks + self.m + self.block
+
+
+GLOBAL_FRAMES = 21  # Self-Forcing's global attention: a 32760-token cache, 21 latent frames at 480x832
+
+
+def parse_window(text: str, block: int = 1) -> KVWindow:
+    """`SINKS,M` (sinks + the last M clean frames) or `global[:N]` (the last N frames in all, the block
+    included, no sinks; N defaults to 21) -> the window for blocks of `block` frames."""
+    spec = text.strip().lower()
+    if spec == "global" or spec.startswith("global:"):
+        count = spec.partition(":")[2] or str(GLOBAL_FRAMES)
+        if not count.isdigit() or int(count) <= block:
+            raise ValueError(
+                f"--window {text!r}: global:N needs a whole number of frames N > the block's {block} frame(s)"
+            )
+        return KVWindow(sinks=0, m=int(count) - block, block=block)
+    parts = spec.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--window takes SINKS,M (e.g. 1,6) or global[:N] (e.g. global:21), got {text!r}")
+    sinks, m = (int(p) for p in parts)
+    if m < 1:
+        raise ValueError(f"--window {text!r}: M (clean frames after the sinks) must be >= 1")
+    return KVWindow(sinks=sinks, m=m, block=block)
 
 
 @dataclass(frozen=True)
@@ -60,6 +88,10 @@ class LiparDefaults:
 
     tau_short: float
     tau_long: float
+    tau_output: float | None = None  # the settled-output rule's threshold; None: not calibrated, rule off
+
+
+SAMPLERS = ("euler", "renoise")  # engine/sampler.py builds each
 
 
 @dataclass(frozen=True)
@@ -89,14 +121,24 @@ class ModelConfig:
     t2v_schedule: Schedule = field(default_factory=lambda: Schedule((1000.0, 750.0, 500.0, 250.0)))
     v2v_schedule: Schedule = field(default_factory=lambda: Schedule((750.0, 500.0, 250.0)))
     lipar: LiparDefaults = field(default_factory=lambda: LiparDefaults(0.15, 0.3))
+    # "euler": deterministic flow steps (what `tiny` is trained for); "renoise": predict x0, add fresh noise
+    # at the next timestep (Self-Forcing / CausVid's few-step distilled sampling)
+    sampler: str = "euler"
 
     def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.dim % self.heads:
             raise ValueError(f"{self.name}: dim {self.dim} is not divisible by heads {self.heads}")
         if self.head_dim % 2:
             raise ValueError(f"{self.name}: head dim {self.head_dim} must be even for RoPE")
         if self.patch[0] != 1:
             raise ValueError(f"{self.name}: only temporal patch 1 is supported (causal, frame by frame)")
+
+    @property
+    def frames_per_block(self) -> int:
+        """Latent frames denoised jointly per step (block-causal attention), held by the window."""
+        return self.window.block
 
     @property
     def head_dim(self) -> int:
@@ -147,7 +189,7 @@ CONFIGS: dict[str, ModelConfig] = {
         # held-out clips): 97% of background tokens change by < 0.005 between frames, half of the
         # moving-object area by > 0.007. 0.008 pruned 99.9% of background but cost 3.5 dB on the
         # static clip of benchmarks/lipar_quality.py (25.3 vs 28.8 dB at kept 0.58 vs 0.71).
-        lipar=LiparDefaults(tau_short=0.005, tau_long=0.010),
+        lipar=LiparDefaults(tau_short=0.005, tau_long=0.010, tau_output=0.03),
     ),
     # Wan2.1-T2V-1.3B as used causally by Self-Forcing / CausVid (shared/wan2.1-1.3b.md).
     "wan2.1-1.3b": ModelConfig(
@@ -170,6 +212,14 @@ CONFIGS: dict[str, ModelConfig] = {
         lipar=LiparDefaults(tau_short=0.15, tau_long=0.3),
     ),
 }
+# Self-Forcing's released models as they were trained (configs/self_forcing_dmd.yaml): 3 latent frames per
+# block, global attention over 21 frames, x0 prediction re-noised with fresh noise. CausVid runs the same way.
+CONFIGS["self-forcing"] = replace(
+    CONFIGS["wan2.1-1.3b"],
+    name="self-forcing",
+    window=KVWindow(sinks=0, m=GLOBAL_FRAMES - 3, block=3),
+    sampler="renoise",
+)
 
 
 def get_config(name: str) -> ModelConfig:
