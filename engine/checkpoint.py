@@ -92,7 +92,9 @@ def check_state(module: nn.Module, state: dict[str, Tensor], source: str | Path 
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state and state[k].shape != own[k].shape]
+    wrong = [
+        (k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
         problems = []
         if missing:
