@@ -44,8 +44,10 @@ class StreamClient:
         camera: MediaStreamTrack | None = None,
         codec: str | None = None,
         max_frames: int = 256,
+        token: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         self._camera = camera
         self._codec = codec  # None = let the server choose among everything aiortc offers
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -73,9 +75,7 @@ class StreamClient:
         else:
             transceiver = self.pc.addTransceiver("video", direction="recvonly")
         if self._codec is not None:
-            transceiver.setCodecPreferences(
-                [c for c in codec_preferences(self._codec) if _is(c, self._codec)]
-            )
+            transceiver.setCodecPreferences([c for c in codec_preferences(self._codec) if _is(c, self._codec)])
         self.pc.on("track", self._on_track)
         self.channel.on("open", self._channel_open.set)
         self.channel.on("message", self._on_message)
@@ -83,7 +83,7 @@ class StreamClient:
         offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
         async with aiohttp.ClientSession() as http:
             async with http.post(
-                f"{self.url}/offer", json=offer, timeout=aiohttp.ClientTimeout(timeout)
+                f"{self.url}/offer", json=offer, headers=self._headers, timeout=aiohttp.ClientTimeout(timeout)
             ) as resp:
                 body = await resp.json()
                 if resp.status != 200:

@@ -30,7 +30,7 @@ class StreamMetrics:
         )
         self.delivery_latency = Histogram(
             "stream_delivery_latency_seconds",
-            "From a generated frame to its hand-off to a viewer's encoder (queueing and pacing)",
+            "From a generated frame to its encoded packet's hand-off to a viewer's sender (pacing, encoding, queueing)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -40,9 +40,20 @@ class StreamMetrics:
         self.viewers = Gauge("stream_viewers", "Connected viewers", registry=r)
         self.frames = Counter("stream_frames", "Video frames produced by the generator", registry=r)
         self.dropped = Counter(
-            "stream_dropped_frames", "Frames dropped from full viewer queues (slow viewers)", registry=r
+            "stream_dropped_frames",
+            "Frames dropped for connected viewers: full queues (slow viewers), waiting for a keyframe",
+            registry=r,
         )
         self.generator_errors = Counter("stream_generator_errors", "Generator steps that raised", registry=r)
+        self.encoded = Counter(
+            "stream_encoded_frames", "Frames encoded (once per codec in use, whatever the viewer count)", registry=r
+        )
+        self.rejected = Counter(
+            "stream_rejected_requests",
+            "Client input refused with a 4xx or an error message, by where it came in",
+            ["where"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

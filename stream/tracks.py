@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 from collections.abc import Callable
 
@@ -11,50 +10,50 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from stream.encoding import PacketQueue, SharedEncoder
 from stream.metrics import StreamMetrics
-from stream.worker import FrameQueue
 
 logger = logging.getLogger(__name__)
 
-CLOCK_RATE = 90_000  # RTP video clock
-TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
-
 
 class GeneratedVideoTrack(MediaStreamTrack):
-    """One viewer's copy of the generated stream.
+    """One viewer's copy of the generated stream: packets of the encoder shared by its codec.
 
-    Timestamps follow the generator's own clock (when each frame was due), not a fixed rate:
-    the browser then plays frames at the rate they were produced, and a stall shows as a
-    stall rather than as a burst of frames afterwards.
+    It returns `av.Packet`s, which aiortc's sender packetizes without encoding again
+    (stream/encoding.py). It joins the encoder on the sender's first `recv()`, i.e. once the
+    peer is connected: a viewer that never connects never makes the generator work.
     """
 
     kind = "video"
 
-    def __init__(self, frames: FrameQueue, metrics: StreamMetrics, on_stop: Callable[[], None]) -> None:
+    def __init__(self, metrics: StreamMetrics) -> None:
         super().__init__()
-        self._frames = frames
         self._metrics = metrics
-        self._on_stop = on_stop
-        self._epoch: float | None = None
-        self._last_pts = -1
+        self._encoder: SharedEncoder | None = None
+        self.packets: PacketQueue | None = None
 
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
+    def bind(self, encoder: SharedEncoder) -> None:
+        """The encoder of the codec this viewer negotiated (known once the answer is made)."""
+        self._encoder = encoder
+
+    def request_keyframe(self) -> None:
+        """The browser lost a picture (PLI/FIR): aiortc calls its sender's hook, routed here."""
+        if self.packets is not None:
+            self.packets.request_keyframe()
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live" or self._encoder is None:
             raise MediaStreamError
-        item = await self._frames.get()
-        if self._epoch is None:
-            self._epoch = item.produced_at
-        pts = max(round((item.produced_at - self._epoch) * CLOCK_RATE), self._last_pts + 1)
-        self._last_pts = pts
-        frame = av.VideoFrame.from_ndarray(item.yuv, format="yuv420p")
-        frame.pts = pts
-        frame.time_base = TIME_BASE
-        self._metrics.delivery_latency.observe(max(0.0, asyncio.get_running_loop().time() - item.produced_at))
-        return frame
+        if self.packets is None:
+            self.packets = self._encoder.subscribe()
+        frame = await self.packets.get()
+        self._metrics.delivery_latency.observe(max(0.0, asyncio.get_running_loop().time() - frame.produced_at))
+        return frame.packet
 
     def stop(self) -> None:
-        if self.readyState == "live":
-            self._on_stop()
+        if self.packets is not None and self._encoder is not None:
+            self._encoder.unsubscribe(self.packets)
+            self._encoder = None
         super().stop()
 
 

@@ -3,8 +3,12 @@
 Model work never runs on the asyncio loop (DESIGN.md §3). The loop talks to this thread
 through two doors only: `submit` (a command, answered by a concurrent Future) and
 `offer_source` (the newest camera frame). Frames come back via `loop.call_soon_threadsafe`
-into per-viewer bounded queues that drop their oldest frame, so a slow viewer never makes
-the generator wait.
+into bounded queues (one per shared encoder) that drop their oldest frame, so a slow
+consumer never makes the generator wait.
+
+Commands are coalesced: between two latent frames only the newest command of each kind is
+applied (older ones are answered as superseded), so a burst of 500 prompts costs one text
+encoding, not 500, and cannot freeze the stream.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import collections
 import concurrent.futures
 import logging
 import math
-import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -30,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _FPS_WINDOW_S = 2.0
 _ERROR_BACKOFF_S = 0.5
+_MAX_ERROR_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -97,9 +102,10 @@ class GeneratorWorker:
         self._metrics = metrics
         self._min_frame_interval = 1.0 / target_fps
         self._queue_frames = queue_frames
-        self._commands: queue.SimpleQueue[tuple[Command, str | None, concurrent.futures.Future]] = (
-            queue.SimpleQueue()
-        )
+        # kind -> the newest command of that kind not yet applied; insertion order = order of arrival
+        self._pending: dict[str, tuple[Command, str | None, concurrent.futures.Future]] = {}
+        self._pending_lock = threading.Lock()
+        self._failures = 0  # generator steps failed in a row
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="generator-worker", daemon=True)
@@ -153,9 +159,15 @@ class GeneratorWorker:
         self._subscriber_count = len(self._subscribers)
 
     def submit(self, command: Command, viewer: str | None = None) -> concurrent.futures.Future:
-        """Queue a command; it is applied between latent frames. The future fails with its error."""
+        """Queue a command; it is applied between latent frames. The future fails with its error and
+        is done (result None) at once if a newer command of the same kind replaces it. Thread-safe."""
         done: concurrent.futures.Future = concurrent.futures.Future()
-        self._commands.put((command, viewer, done))
+        kind = _kind(command)
+        with self._pending_lock:
+            superseded = self._pending.pop(kind, None)
+            self._pending[kind] = (command, viewer, done)
+        if superseded is not None and superseded[2].set_running_or_notify_cancel():
+            superseded[2].set_result(None)
         self._wake.set()
         return done
 
@@ -199,19 +211,27 @@ class GeneratorWorker:
             started = time.monotonic()
             try:
                 out = self._gen.step(self._take_source() if snap.mode == "v2v" else None)
-            except Exception as exc:
-                logger.exception("generator step failed; retrying in %.1f s", _ERROR_BACKOFF_S)
-                self._metrics.generator_errors.inc()
-                self._snapshot = replace(self._snapshot, error=f"{type(exc).__name__}: {exc}")
-                self._stopping.wait(_ERROR_BACKOFF_S)
+            except Exception as exc:  # MemoryError and CUDA out-of-memory included: the stream goes on
+                self._step_failed(exc)
                 continue
+            self._failures = 0
             finished = time.monotonic()
             self._emit(out, started, finished)
             # produce at most target_fps: the next step starts no earlier than this
-            self._stopping.wait(
-                max(0.0, started + len(out.frames) * self._min_frame_interval - time.monotonic())
-            )
+            self._stopping.wait(max(0.0, started + len(out.frames) * self._min_frame_interval - time.monotonic()))
         logger.info("generator worker stopped")
+
+    def _step_failed(self, exc: Exception) -> None:
+        self._failures += 1
+        self._metrics.generator_errors.inc()
+        if self._failures == 1:  # the traceback once, not every half second while it keeps failing
+            logger.exception("generator step failed; retrying every %.1f s", _ERROR_BACKOFF_S)
+        else:
+            logger.warning("generator step failed again (%d in a row): %s", self._failures, type(exc).__name__)
+        if _is_out_of_memory(exc):
+            _release_cached_memory()
+        self._snapshot = replace(self._snapshot, error=_describe_failure(exc))
+        self._stopping.wait(_ERROR_BACKOFF_S)
 
     def _emit(self, out: Any, started: float, finished: float) -> None:
         n = len(out.frames)
@@ -221,9 +241,7 @@ class GeneratorWorker:
         for i, image in enumerate(out.frames):
             # never due sooner than target_fps allows, even when one step ran faster than the last
             due = max(finished + i * period, self._last_due + self._min_frame_interval)
-            yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(
-                format="yuv420p"
-            )
+            yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
             items.append(FrameItem(yuv.to_ndarray(), self._next_index, due))
             self._next_index += 1
             self._last_due = due
@@ -272,11 +290,9 @@ class GeneratorWorker:
         return self._held_source  # None until the first camera frame: text-to-video meanwhile
 
     def _apply_commands(self) -> None:
-        while True:
-            try:
-                command, viewer, done = self._commands.get_nowait()
-            except queue.Empty:
-                return
+        with self._pending_lock:
+            pending, self._pending = list(self._pending.values()), {}
+        for command, viewer, done in pending:
             if not done.set_running_or_notify_cancel():
                 continue
             try:
@@ -309,6 +325,35 @@ class GeneratorWorker:
             self._snapshot = replace(snap, paused=isinstance(command, Pause))
         else:
             raise TypeError(f"unknown command {command!r}")
+
+
+def _kind(command: Command) -> str:
+    """Commands of one kind replace each other while pending; pause and resume are one setting."""
+    return "pause" if isinstance(command, (Pause, Resume)) else type(command).__name__
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # torch.OutOfMemoryError (CUDA) is a RuntimeError; named here so the stream needs no torch import
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+def _release_cached_memory() -> None:
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _describe_failure(exc: Exception) -> str:
+    """What viewers are told: the generator's own words for a bad input (ValueError), else only the kind."""
+    retry = f"retrying every {_ERROR_BACKOFF_S:g} s"
+    if _is_out_of_memory(exc):
+        return f"the generator ran out of memory; {retry}"
+    if isinstance(exc, ValueError):
+        return f"{str(exc)[:_MAX_ERROR_CHARS]}; {retry}"
+    return f"the generator failed ({type(exc).__name__}); {retry}"
 
 
 def _lipar_config(generator: Any, command: SetLipar) -> Any:
