@@ -82,7 +82,8 @@ def main() -> None:
         crop = f"frames {first}-{first + FRAMES - 1}, crop x {x0}-{x0 + side}, y {y0}-{y0 + side}, area-resized"
         index[name] = {"from": f"{VTEST_FROM}; {crop}", "licence": "Apache-2.0 AND BSD-3-Clause", "frames": frames}
     for name, frames in procedural_clips().items():
-        index[name] = {"from": "procedural, benchmarks/data/make_clips.py", "licence": "this project's", "frames": frames}
+        index[name] = {"from": "procedural, benchmarks/data/make_clips.py", "licence": "this project's"}
+        index[name]["frames"] = frames
     meta = {}
     for name, entry in index.items():
         write_video(entry.pop("frames"), HERE / f"{name}.mp4", fps=10)
