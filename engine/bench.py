@@ -89,7 +89,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _chunks(frames: list[np.ndarray], per: int) -> list[list[np.ndarray]]:
+def latent_chunks(frames: list[np.ndarray], per: int) -> list[list[np.ndarray]]:
+    """Source frames grouped per latent frame (a tail too short for one is dropped)."""
     return [frames[i * per : (i + 1) * per] for i in range(len(frames) // per)]
 
 
@@ -202,7 +203,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             raise ValueError(f"source {cfg.source} has {len(frames)} frames; --warmup + --frames need {need}")
     else:
         frames = synthetic_clip(gen.height, gen.width, need, cfg.seed)
-    chunks = _chunks(frames, per)
+    chunks = latent_chunks(frames, per)
     budget = per / cfg.target_fps * 1000.0 if cfg.target_fps else None
     lipar_on = replace(cfg.lipar, enabled=True)
     baseline, base_frames = run_variant(gen, chunks, replace(cfg.lipar, enabled=False), cfg.warmup, budget, "baseline")
