@@ -12,13 +12,17 @@ roughly unit-variance inputs; `set_latent_stats` stores the statistics once the 
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.config import ModelConfig
+
+log = logging.getLogger(__name__)
 
 
 def _clamp_pixels(x: Tensor) -> Tensor:
@@ -214,9 +218,11 @@ class FrameVAE(StreamingAutoencoder):
         return self.decode(latent).unsqueeze(1)  # (B, 1, 3, H, W)
 
 
-# ---------------------------------------------------------------- TAEHV (Wan-scale, for timing)
-# Layer order and names follow the public TAEHV (madebyollin/taehv), so a state dict such as
-# taew2_1's loads key for key (plus our shift/scale buffers). It works in [0, 1] pixels.
+# ---------------------------------------------------------------- TAEHV (Wan-scale)
+# Layer order and names follow the public TAEHV (madebyollin/taehv, taehv.py: encoder time downscale
+# (True, True, False), decoder time upscale (False, True, True), space upscale on), so its taew2_1.pth
+# loads key for key (`load_vae_weights`; our shift/scale buffers stay the identity: TAEW2.1 decodes
+# the DiT's latents as they are, as Self-Forcing's demo feeds them). It works in [0, 1] pixels.
 
 
 def _conv3x3(c_in: int, c_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -278,14 +284,17 @@ class TAEHV(StreamingAutoencoder):
 
     Streaming memory is each MemBlock's input at the previous video (encoder) or latent-derived
     (decoder) time step. `encode_video` / `decode_video` run several steps at once and continue the
-    same stream, so chunking never changes the result. The first latent decodes to 4 frames (no
-    Wan-style trimming of the first 3: a stream has no "first frame only" latent).
+    same stream, so chunking never changes the result. The first latent decodes to 4 frames, unless
+    `drop_startup_frames`: TAEHV's released weights are aligned with the Wan VAE (1 + 4k frames), so
+    taehv.py and Self-Forcing's demo drop a stream's first 3 decoded frames; `load_vae_weights` sets it.
     """
 
     frames_per_latent = 4
 
-    def __init__(self, latent_channels: int = 16) -> None:
+    def __init__(self, latent_channels: int = 16, drop_startup_frames: bool = False) -> None:
         super().__init__(latent_channels)
+        self.drop_startup_frames = drop_startup_frames
+        self._latents_decoded = 0
         c = 64
         self.encoder = nn.Sequential(
             _conv3x3(3, c), nn.ReLU(),
@@ -311,6 +320,7 @@ class TAEHV(StreamingAutoencoder):
     def reset(self) -> None:
         self._encoder_memory.clear()
         self._decoder_memory.clear()
+        self._latents_decoded = 0
 
     def encode_video(self, frames: Tensor) -> Tensor:
         """Continue the stream with (B, 4T, 3, H, W) frames in [-1, 1] -> latents (B, T, C, H/8, W/8)."""
@@ -323,6 +333,9 @@ class TAEHV(StreamingAutoencoder):
         self._check_latents(latents, 5)
         raw = self.denormalise(latents.flatten(0, 1)).view(latents.shape)
         pixels = _run_causal(self.decoder, raw, self._decoder_memory)  # (B, 4T, 3, H, W) in ~[0, 1]
+        if self.drop_startup_frames and self._latents_decoded == 0:
+            pixels = pixels[:, self.frames_per_latent - 1 :]  # the stream starts with 1 frame, as Wan's does
+        self._latents_decoded += latents.shape[1]
         return _clamp_pixels(pixels * 2 - 1)
 
     def encode_step(self, frames: Tensor) -> Tensor:
@@ -359,6 +372,23 @@ def _run_causal(stack: nn.Sequential, x: Tensor, memory: dict[int, Tensor]) -> T
         else:
             x = layer(x.flatten(0, 1)).unflatten(0, (B, T))
     return x
+
+
+def load_vae_weights(vae: StreamingAutoencoder, path: str | Path) -> None:
+    """Our own VAE files (vae.safetensors, with latent statistics) or a TAEHV release (taew2_1.pth,
+    safetensors/taew2_1.safetensors), key for key with clear errors (engine.checkpoint)."""
+    from engine.checkpoint import load_state_dict_checked, read_state
+
+    state = read_state(path)
+    release = isinstance(vae, TAEHV) and "shift" not in state and "scale" not in state
+    if release:  # TAEHV's files hold no latent statistics: it decodes the DiT's latents as they are
+        state = {**state, "shift": torch.zeros_like(vae.shift), "scale": torch.ones_like(vae.scale)}
+    load_state_dict_checked(vae, state, path)
+    if release:
+        vae.drop_startup_frames = True
+        log.info(
+            "%s: a TAEHV release; the stream's first %d decoded frames are dropped", path, vae.frames_per_latent - 1
+        )
 
 
 def build_vae(config: ModelConfig) -> FrameVAE | TAEHV:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from engine.config import CONFIGS
-from engine.vae import TAEHV, FrameVAE, _clamp_pixels, build_vae
+from engine.vae import TAEHV, FrameVAE, _clamp_pixels, build_vae, load_vae_weights
 
 
 def frames(*shape, seed=0):
@@ -204,6 +204,32 @@ def test_taehv_asks_for_reset_when_the_frame_size_changes(taehv):
         taehv.decode_step(torch.zeros(1, 16, 4, 6))
     taehv.reset()
     assert taehv.decode_step(torch.zeros(1, 16, 4, 6)).shape == (1, 4, 3, 32, 48)
+
+
+@torch.no_grad()
+def test_taehv_release_file_loads_and_drops_the_startup_frames(taehv, tmp_path):
+    release = {k: v for k, v in taehv.state_dict().items() if k not in ("shift", "scale")}  # taew2_1.pth's keys
+    torch.save(release, tmp_path / "taew2_1.pth")
+    loaded = TAEHV().eval()
+    loaded.set_latent_stats(torch.ones(16), 2 * torch.ones(16))  # a release resets them to the identity
+    load_vae_weights(loaded, tmp_path / "taew2_1.pth")
+    assert loaded.drop_startup_frames and not taehv.drop_startup_frames
+    assert (loaded.shift == 0).all() and (loaded.scale == 1).all()
+    z = torch.randn(1, 2, 16, 4, 4)
+    full = taehv.decode_video(z)
+    assert [loaded.decode_step(z[:, i]).shape[1] for i in range(2)] == [1, 4]
+    loaded.reset()
+    torch.testing.assert_close(loaded.decode_video(z), full[:, 3:])
+
+
+def test_vae_files_that_do_not_fit_are_named(taehv, tmp_path):
+    state = dict(taehv.state_dict())
+    state["decoder.1.weight"] = torch.zeros(8, 16, 3, 3)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"decoder.1.weight: file \(8, 16, 3, 3\) vs model \(256, 16, 3, 3\)"):
+        load_vae_weights(TAEHV(), tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="does not fit FrameVAE"):
+        load_vae_weights(FrameVAE(), tmp_path / "bad.pth")
 
 
 # ------------------------------------------------------------------------------------ build_vae
