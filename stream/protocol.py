@@ -174,10 +174,7 @@ def parse_command(raw: str | bytes, *, max_bytes: int, max_prompt_chars: int) ->
     size = len(raw.encode("utf-8", errors="replace"))
     if size > max_bytes:
         raise ProtocolError(f"message is {size} bytes; the limit is {max_bytes}")
-    try:
-        msg = parse_json(raw)
-    except ProtocolError as exc:
-        raise ProtocolError(f"message is {exc}") from None
+    msg = parse_json(raw)
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError('message must be a JSON object with a string "type" field')
     version = msg.pop("v", PROTOCOL_VERSION)

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.protocol import (
     PROTOCOL_VERSION,
@@ -12,6 +14,7 @@ from stream.protocol import (
     SetMode,
     SetPrompt,
     parse_command,
+    parse_offer,
     server_message,
 )
 
@@ -59,7 +62,17 @@ def test_valid_messages_become_commands(message: dict, command: object) -> None:
         ({"type": "prompt"}, "'prompt' message is missing text"),
         ({"type": "prompt", "text": "x", "transition": 3}, "unexpected field(s) transition"),
         ({"type": "prompt", "text": 42}, "prompt text has the wrong type"),
-        ({"type": "prompt", "text": "   "}, "prompt text is empty"),
+        ({"type": "prompt", "text": "   "}, "prompt text has no letters or digits"),
+        ({"type": "prompt", "text": "\u200b\u200b\u200b"}, "prompt text has no letters or digits"),
+        ({"type": "prompt", "text": "a\ud800b"}, "unpaired surrogate"),
+        ({"type": "prompt", "text": "a ball\x00"}, "control characters"),
+        ({"type": "reset", "v": True}, "unsupported protocol version true"),
+        ({"type": "reset", "v": 1.0}, "unsupported protocol version 1.0"),
+        ({"type": "x" * 5000}, "unknown message type '" + "x" * 40 + "';"),
+        ('{"type": "reset", "a": ' + "[" * 1000 + "]" * 1000 + "}", "nested deeper than 4 levels"),
+        ('{"type": "reset", "a": [[[[[1]]]]]}', "nested deeper than 4 levels"),
+        ('{"type": "lipar", "enabled": true, "thresholds": {"tau_short": 1' + "0" * 400 + "}}", "401 digits"),
+        ('{"type": "lipar", "enabled": true, "thresholds": {"tau_short": 1e999}}', "tau_short must be a finite"),
         ({"type": "prompt", "text": "x" * 10_000}, "prompt is 10000 characters; the limit is 2000"),
         ({"type": "prompt", "text": "x", "transition_frames": -1}, "transition_frames must be in [0, 1000]"),
         (
@@ -76,7 +89,7 @@ def test_valid_messages_become_commands(message: dict, command: object) -> None:
             "thresholds has unexpected field(s) tau",
         ),
         ({"type": "lipar", "enabled": True, "thresholds": {"tau_short": -0.1}}, "tau_short must be a finite"),
-        ('{"type": "lipar", "enabled": true, "thresholds": {"tau_long": NaN}}', "tau_long must be a finite"),
+        ('{"type": "lipar", "enabled": true, "thresholds": {"tau_long": NaN}}', "NaN is not a JSON number"),
         ({"type": "pause", "now": True}, "unexpected field(s) now"),
     ],
 )
@@ -84,6 +97,52 @@ def test_invalid_messages_say_what_is_wrong(message: object, error: str) -> None
     with pytest.raises(ProtocolError) as info:
         parse(message)
     assert error in str(info.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+            lambda children: (
+                st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+            ),
+            max_leaves=20,
+        ).map(json.dumps),
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["prompt", "mode", "lipar", "reset", "pause", "resume"])},
+            optional={
+                "text": st.text(max_size=40),
+                "transition_frames": st.integers() | st.floats() | st.booleans(),
+                "mode": st.text(max_size=5),
+                "enabled": st.booleans() | st.integers(),
+                "thresholds": st.dictionaries(st.sampled_from(["tau_short", "tau_long", "x"]), st.floats()),
+                "v": st.integers() | st.floats() | st.booleans(),
+            },
+        ).map(json.dumps),
+    )
+)
+def test_any_input_is_a_command_or_a_protocol_error(raw: str) -> None:
+    # the server's contract: nothing a client sends reaches its catch-all handler
+    try:
+        command = parse(raw)
+    except ProtocolError as exc:
+        assert 0 < len(str(exc)) <= 300
+    else:
+        assert isinstance(command, (SetPrompt, SetMode, SetLipar, Reset, Pause, Resume))
+
+
+def test_offer_bodies_are_parsed_with_the_same_limits() -> None:
+    assert parse_offer(json.dumps({"sdp": "v=0", "type": "offer"}).encode()) == "v=0"
+    for body, error in [
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"sdp": "v=0", "type": "offer", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested deeper"),
+        (b'{"sdp": "v=0", "type": "offer", "x": 1' + b"0" * 5000 + b"}", "5001 digits"),
+        (b'{"sdp": "v=0", "type": "answer"}', 'body must be JSON: {"sdp"'),
+    ]:
+        with pytest.raises(ProtocolError, match=error):
+            parse_offer(body)
 
 
 def test_oversized_message_is_rejected_before_parsing() -> None:

@@ -86,9 +86,7 @@ def test_each_codec_delivers_frames_and_h264_is_preferred(server, codec: str | N
     assert codecs[0] == (codec or "h264")  # offered both: the server picks H.264 (ServerConfig.prefer_codec)
 
 
-@pytest.mark.skipif(
-    not TRAINED, reason="needs trained weights in engine/weights/tiny: random weights ignore prompts"
-)
+@pytest.mark.skipif(not TRAINED, reason="needs trained weights in engine/weights/tiny: random weights ignore prompts")
 def test_a_colour_prompt_moves_the_picture_toward_that_colour(server) -> None:
     # the shipped model follows background colours in broad strokes (a light vs a dark background);
     # finer colours are beyond it (benchmarks/results/tiny_quality.json)
@@ -175,17 +173,11 @@ async def offer_without_video() -> str:
         ("x" * 200_000, 413, "larger than the limit of 65536 bytes"),
     ],
 )
-def test_bad_offers_get_clear_errors_while_a_viewer_keeps_watching(
-    server, body: str, status: int, error: str
-) -> None:
+def test_bad_offers_get_clear_errors_while_a_viewer_keeps_watching(server, body: str, status: int, error: str) -> None:
     async def main() -> None:
         async with StreamClient(server.url) as viewer:
             await viewer.next_frame(10)
-            data = (
-                json.dumps({"sdp": await offer_without_video(), "type": "offer"})
-                if body == "NO_VIDEO"
-                else body
-            )
+            data = json.dumps({"sdp": await offer_without_video(), "type": "offer"}) if body == "NO_VIDEO" else body
             before = set(server.server.viewers)
             got_status, reply = await http("POST", f"{server.url}/offer", data=data)
             assert (got_status, error in reply["error"]) == (status, True), reply
@@ -224,9 +216,7 @@ def test_bad_control_messages_get_error_replies_and_everyone_keeps_watching(serv
             sender.send({"type": "prompt", "text": prompt})
             deadline = asyncio.get_running_loop().time() + 5
             while (await bystander.next_message("stats", 5))["prompt"] != prompt:
-                assert asyncio.get_running_loop().time() < deadline, (
-                    "a valid prompt after bad ones was not applied"
-                )
+                assert asyncio.get_running_loop().time() < deadline, "a valid prompt after bad ones was not applied"
 
     run(main())
 

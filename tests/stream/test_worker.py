@@ -22,9 +22,7 @@ def generator():
 
 
 @asynccontextmanager
-async def running(
-    generator, target_fps: float = 30.0, queue_frames: int = 2
-) -> AsyncIterator[GeneratorWorker]:
+async def running(generator, target_fps: float = 30.0, queue_frames: int = 2) -> AsyncIterator[GeneratorWorker]:
     generator.reset()
     worker = GeneratorWorker(
         generator,
@@ -179,11 +177,57 @@ def test_a_failing_step_is_reported_and_the_worker_recovers(generator) -> None:
             while worker.snapshot.error is None:
                 assert time.monotonic() < deadline, "the failing step was not reported"
                 await asyncio.sleep(0.05)
-            assert "too small" in worker.snapshot.error
+            assert "too small" in worker.snapshot.error  # a ValueError: the generator's own words
             assert worker.alive
             while len(frames):  # frames made before the failure
                 await frames.get()
             worker.offer_source("alice", np.full((128, 128, 3), 90, np.uint8))
+            await take(frames, 1)
+            assert worker.snapshot.error is None
+
+    run(main())
+
+
+def test_a_burst_of_commands_is_coalesced_to_the_newest_of_each_kind(fake_generator) -> None:
+    async def main() -> None:
+        async with running(fake_generator) as worker:
+            frames = worker.subscribe()
+            await take(frames, 2)
+            applied = len(fake_generator.prompts)
+            futures = [worker.submit(SetPrompt(f"prompt {i}")) for i in range(500)]
+            futures += [worker.submit(Pause()), worker.submit(Resume())]
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))  # every sender gets an answer
+            started = time.monotonic()
+            await take(frames, 3)
+            assert time.monotonic() - started < 2.0  # the stream did not freeze
+        assert fake_generator.prompts[applied:] == ["prompt 499"]  # one text encoding for the whole burst
+        assert not worker.snapshot.paused  # pause then resume: the newest wins
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "fault, error",
+    [
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), "the generator failed (RuntimeError)"),
+        (MemoryError(), "the generator ran out of memory"),
+    ],
+)
+def test_an_injected_fault_is_reported_plainly_and_the_stream_resumes(fake_generator, fault, error) -> None:
+    async def main() -> None:
+        async with running(fake_generator) as worker:
+            frames = worker.subscribe()
+            await take(frames, 2)
+            fake_generator.fail_with = fault
+            deadline = time.monotonic() + TIMEOUT_S
+            while worker.snapshot.error is None:
+                assert time.monotonic() < deadline, "the failing step was not reported"
+                await asyncio.sleep(0.02)
+            assert worker.snapshot.error.startswith(error) and "illegal memory" not in worker.snapshot.error
+            assert worker.alive
+            fake_generator.fail_with = None
+            while len(frames):
+                await frames.get()
             await take(frames, 1)
             assert worker.snapshot.error is None
 
