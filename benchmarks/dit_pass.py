@@ -1,9 +1,12 @@
-"""Milliseconds per full-frame DiT pass with a full KV window, next to the FLOP floor.
+"""Milliseconds per full-frame DiT pass with a full KV window, next to the FLOP floor, per variant.
 
     python benchmarks/dit_pass.py --model wan2.1-1.3b --out benchmarks/results/dit_pass
 
 Random weights (timing only), bf16, CUDA events, median of --repeats passes. The floor is the
 pass's matmul FLOPs over this card's measured bf16 matmul rate (an 8192^3 product, same run).
+Variants, in this order on one model (each failure is recorded, not fatal): eager; CUDA graph with
+SDPA's own choice and with each attention backend forced; the blocks compiled (eager and graph);
+FP8 linears (row-wise and per-tensor scales, compiled, graph) on copies of the same weights.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.backends import CudaGraphRunner, EagerRunner  # noqa: E402
 from engine.config import get_config  # noqa: E402
 from engine.dit import CausalDiT, init_weights  # noqa: E402
+from engine.fp8 import SCALINGS, quantize_linears  # noqa: E402
 from engine.kv_cache import RollingKVCache  # noqa: E402
+from lipar.kernels.attention import BACKENDS, set_attention_backend  # noqa: E402
 
 
 def time_cuda(fn, repeats: int, warmup: int = 3) -> list[float]:
@@ -50,6 +56,7 @@ def main() -> None:
     p.add_argument("--model", default="wan2.1-1.3b")
     p.add_argument("--size", default=None, help="HxW (default: the model's)")
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--no-fp8", action="store_true", help="skip the FP8 variants")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/dit_pass"))
     a = p.parse_args()
     cfg = get_config(a.model)
@@ -71,11 +78,43 @@ def main() -> None:
     x = torch.randn(1, n, cfg.patch_dim, device=dev, dtype=dtype)
     idx = cache.token_index(cache.current_slot, torch.arange(n, device=dev))
     t = torch.full((1, 1), 937.5, device=dev)
-    results = {}
-    with torch.inference_mode():
-        for name, runner in (("eager", EagerRunner(model, cache)), ("cudagraph", CudaGraphRunner(model, cache))):
-            ms = time_cuda(lambda r=runner: r(x, pos, t, text_kv, idx, False), a.repeats)
+
+    def timed(name: str, make_runner) -> None:
+        """Time one variant; its first call (capture, compilation) is timed apart."""
+        try:
+            start = time.perf_counter()
+            runner = make_runner()
+            runner(x, pos, t, text_kv, idx, False)
+            torch.cuda.synchronize()
+            first_s = time.perf_counter() - start
+            ms = time_cuda(lambda: runner(x, pos, t, text_kv, idx, False), a.repeats)
             results[name] = {"ms_median": float(np.median(ms)), "ms_p95": float(np.percentile(ms, 95)), "ms": ms}
+            results[name]["first_call_s"] = first_s
+        except Exception as e:  # noqa: BLE001 - a variant that fails on this card is a result too
+            results[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
+        print(name, {k: v for k, v in results[name].items() if k != "ms"}, flush=True)
+
+    results: dict[str, dict] = {}
+    with torch.inference_mode():
+        timed("eager", lambda: EagerRunner(model, cache))
+        timed("cudagraph", lambda: CudaGraphRunner(model, cache, compiled=False))
+        for backend in BACKENDS[1:]:
+            set_attention_backend(backend)
+            timed(f"cudagraph+{backend}", lambda: CudaGraphRunner(model, cache, compiled=False))
+        set_attention_backend(None)
+        timed("compiled", lambda: (model.compile_blocks(), EagerRunner(model, cache))[1])
+        timed("cudagraph+compiled", lambda: CudaGraphRunner(model, cache, compiled=True))
+        for scaling in SCALINGS:
+            if a.no_fp8:
+                break
+            with torch.device(dev):
+                fp8 = CausalDiT(cfg)
+            fp8.load_state_dict(model.state_dict())
+            fp8.to(dtype).eval()
+            quantize_linears(fp8, scaling)
+            timed(f"cudagraph+compiled+fp8_{scaling}", lambda m=fp8: CudaGraphRunner(m, cache, compiled=True))
+            del fp8
+            torch.cuda.empty_cache()
     rate = matmul_rate()
     context = cache.valid_tokens
     flops = model.flops_per_token(context, cfg.text_len) * n
@@ -96,7 +135,8 @@ def main() -> None:
         "floor_ms": floor_ms,
         "runs": results,
     }
-    for r in results.values():
+    timed_runs = {k: r for k, r in results.items() if "ms_median" in r}
+    for r in timed_runs.values():
         r["measured_over_floor"] = r["ms_median"] / floor_ms
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "dit_pass.json").write_text(json.dumps(out, indent=1))
@@ -105,18 +145,24 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    names = list(results)
-    ax.bar(names, [results[k]["ms_median"] for k in names], color=["tab:blue", "tab:green"])
-    ax.axhline(floor_ms, color="k", ls="--", label=f"FLOP floor {floor_ms:.1f} ms")
-    ax.set(ylabel="ms per full-frame pass (median)", title=f"{a.model} {h}x{w}, {out['card']}")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    names = list(timed_runs)
+    ax.barh(names, [timed_runs[k]["ms_median"] for k in names], color="tab:blue")
+    ax.axvline(floor_ms, color="k", ls="--", label=f"bf16 FLOP floor {floor_ms:.1f} ms")
+    ax.set(
+        xlabel="ms per full-frame pass (median)", title=f"{a.model} {h}x{w}, {out['card']}, torch {torch.__version__}"
+    )
+    ax.invert_yaxis()
     ax.legend()
     fig.tight_layout()
     fig.savefig(a.out / "dit_pass.png", dpi=120)
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1))
     for k, r in results.items():
+        if "error" in r:
+            print(f"{k:34s} failed: {r['error'][:200]}")
+            continue
         ratio = r["measured_over_floor"]
-        print(f"{k:10s} median {r['ms_median']:.2f} ms  p95 {r['ms_p95']:.2f} ms  measured/floor {ratio:.2f}")
+        print(f"{k:34s} median {r['ms_median']:.2f} ms  p95 {r['ms_p95']:.2f} ms  measured/floor {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.backends import bucket_sizes  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
 from lipar.kernels import attention, gather, recovery  # noqa: E402
 from lipar.mask import StreamingMask  # noqa: E402
@@ -107,6 +108,45 @@ def bench_attention(args, g: torch.Generator) -> tuple[list[dict], list[dict]]:
         r["scaling_reference"] = base_ref / r["ms_reference"]
         r["scaling_triton"] = base_new / r["ms_triton"]
     return rows, sweep
+
+
+def bench_attention_backends(args, g: torch.Generator) -> list[dict]:
+    """Every attention backend at every kept-count bucket (the query counts the CUDA graphs use),
+    against the full window: SDPA's choice, flash / efficient / cuDNN forced, the split-KV kernel,
+    and flex_attention (compiled per shape, so at the four sweep ratios only)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    flex = torch.compile(flex_attention, dynamic=False)
+    lk = WINDOW_FRAMES * N
+    cache = torch.randn(2, 1, (WINDOW_FRAMES + 1) * N, HEADS, HEAD_DIM, device="cuda", generator=g).bfloat16()
+    k, v = cache[0, :, :lk], cache[1, :, :lk]
+    flex_sizes = {round(kept * N) for kept in KEPT}
+    rows = []
+    for lq in bucket_sizes(N):
+        q = torch.randn(1, lq, HEADS, HEAD_DIM, device="cuda", generator=g).bfloat16()
+        ref = attention.attention_reference(q.float(), k.float(), v.float())
+        fns = {}
+        for name in attention.BACKENDS:
+            attention.set_attention_backend(name)
+            fns[name] = functools.partial(attention.attention, q, k, v)
+        attention.set_attention_backend(None)
+        if lq in flex_sizes:
+            fns["flex"] = lambda q=q: flex(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+        row = dict(lq=lq, lk=lk, ms={}, rel_err={}, errors={})
+        for name, fn in fns.items():
+            forced = name if name in attention.BACKENDS else None
+            try:
+                attention.set_attention_backend(forced)
+                row["rel_err"][name] = rel_err(fn(), ref)
+                row["ms"][name] = do_bench(fn, args.warmup, args.rep, return_mode="median")
+            except Exception as e:  # noqa: BLE001 - a backend that cannot run these operands is a result
+                row["errors"][name] = f"{type(e).__name__}: {e}"[:300]
+            finally:
+                attention.set_attention_backend(None)
+        ok = {n: ms for n, ms in row["ms"].items() if row["rel_err"][n] < 2e-2}
+        row["fastest"] = min(ok, key=ok.get)
+        rows.append(row)
+    return rows
 
 
 def bench_recovery(args, g: torch.Generator) -> list[dict]:
@@ -204,6 +244,7 @@ def main() -> None:
     g = torch.Generator("cuda").manual_seed(0)
     props = torch.cuda.get_device_properties(0)
     attention_rows, sweep = bench_attention(args, g)
+    backends = bench_attention_backends(args, g)
     rows = attention_rows + bench_recovery(args, g) + bench_gather(args, g) + bench_mask(args, g)
     for r in rows:
         r["speedup"] = r["ms_reference"] / r["ms_triton"]
@@ -215,6 +256,7 @@ def main() -> None:
         python=platform.python_version(),
         rows=rows,
         attention_sweep=sweep,
+        attention_backends=backends,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str))
@@ -229,6 +271,14 @@ def main() -> None:
     print("attention time vs kept 100% (linear would be 1/kept):")
     for r in attention_rows:
         print(f"  {r['case']:<44} SDPA {r['scaling_reference']:.2f}x   split-KV {r['scaling_triton']:.2f}x")
+    names = sorted({name for r in backends for name in r["ms"]})
+    print("attention ms per backend, Lk = " + str(backends[0]["lk"]) + " (fastest within 2e-2 rel err last):")
+    print(f"{'Lq':>5} " + " ".join(f"{n:>9}" for n in names) + "  fastest")
+    for r in backends:
+        cells = " ".join(f"{r['ms'][n]:9.4f}" if n in r["ms"] else f"{'-':>9}" for n in names)
+        print(f"{r['lq']:>5} {cells}  {r['fastest']}")
+    for name, error in sorted({item for r in backends for item in r["errors"].items()}):
+        print(f"  {name} failed: {error}")
     if sweep:
         for kept in (1.0, 0.25):
             best = min((s for s in sweep if s["kept"] == kept and not math.isnan(s["ms"])), key=lambda s: s["ms"])

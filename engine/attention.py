@@ -7,15 +7,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.kv_cache import RollingKVCache
-from lipar.kernels.attention import attention as split_kv_or_sdpa
+from lipar.kernels.attention import attention as lipar_attention
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
     """q (B, n, H, D), k/v (B, L, H, D) (strided views allowed), key_mask (L,) or (n, L) bool,
-    True = attend. Returns (B, n, H, D). Per-key masks go through lipar's split-KV kernel when its
-    switch is on (CUDA), else SDPA; per-query masks (training) go straight to SDPA."""
+    True = attend. Returns (B, n, H, D). Calls without a mask or with a per-key mask go to lipar's
+    kernel choice (`lipar.kernels.attention.choose_backend`: the measured fastest per query count on
+    CUDA, SDPA elsewhere); per-query masks (training) go straight to SDPA."""
     if key_mask is None or key_mask.dim() == 1:
-        return split_kv_or_sdpa(q, k, v, key_mask)
+        return lipar_attention(q, k, v, key_mask)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=key_mask)
     return out.transpose(1, 2)
 

@@ -22,6 +22,8 @@ from engine.kv_cache import RollingKVCache
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "cudagraph")
+# torch.compile of the blocks inside the CUDA graphs: measured on an H200 (benchmarks/dit_pass.py)
+COMPILED_DEFAULT = False
 
 
 def bucket_sizes(tokens_per_frame: int, buckets: int = 16) -> list[int]:
@@ -95,10 +97,14 @@ class CudaGraphRunner:
     """Replays one CUDA graph per (kept-token bucket, cache pass or not).
 
     Kept counts are rounded up to buckets of 1/`buckets` of a frame and padded by `pad_to_bucket`.
-    Graphs are captured lazily once `graphs_apply` (before that, frames run eagerly).
+    Graphs are captured lazily once `graphs_apply` (before that, frames run eagerly). `compiled`
+    fuses each block's elementwise work before the first capture (`CausalDiT.compile_blocks`, which
+    changes the model for good; the graphs then replay the compiled kernels). COMPILED_DEFAULT says
+    whether that measured faster.
     """
 
-    def __init__(self, dit: CausalDiT, cache: RollingKVCache, buckets: int = 16) -> None:
+    def __init__(self, dit: CausalDiT, cache: RollingKVCache, buckets: int = 16, compiled: bool | None = None) -> None:
+        self.compiled = COMPILED_DEFAULT if compiled is None else compiled
         self.eager = EagerRunner(dit, cache)
         self.dit, self.cache = dit, cache
         self.sizes = bucket_sizes(cache.tokens_per_frame, buckets)
@@ -165,6 +171,9 @@ class CudaGraphRunner:
         )
 
     def _capture(self, e: _Graph, store_pre: bool) -> None:
+        if self.compiled:
+            self.dit.compile_blocks()  # compiles in the warm-up runs below, once for every bucket
+
         def run() -> Tensor:
             return self.eager(e.x, e.pos, e.timestep, self.text_kv, e.write_idx, store_pre)
 

@@ -105,23 +105,31 @@ class DiTBlock(nn.Module):
         layer: int,
         attn: SelfAttention,
     ) -> Tensor:
-        e = (self.modulation.float() + e).unbind(-2)  # 6 x (B, n|1, dim), modulation in fp32
-        # 1. self-attention; the SelfAttention object decides which keys the queries see
+        # the two halves around the self-attention are pure functions of tensors, so
+        # `CausalDiT.compile_blocks` can fuse their elementwise work; the attention writes the cache
+        q, k, v, k_pre = self.attention_inputs(x, e, cos, sin)
+        out = attn(layer, q, k, v, k_pre)  # (B, n, H, D)
+        return self.after_attention(x, out, e, text_kv)
+
+    def attention_inputs(self, x: Tensor, e: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, ...]:
+        """Self-attention q, k (after RoPE), v and k_pre (before RoPE), each (B, n, H, D)."""
+        shift, scale = (self.modulation[:, :2].float() + e[..., :2, :]).unbind(-2)  # modulation in fp32
         sa = self.self_attn
-        y = (self.norm1(x).float() * (1 + e[1]) + e[0]).to(x.dtype)
+        y = (self.norm1(x).float() * (1 + scale) + shift).to(x.dtype)
         q = apply_rope(sa.split(sa.norm_q(sa.q(y))), cos, sin)
         k_pre = sa.split(sa.norm_k(sa.k(y)))
-        k = apply_rope(k_pre, cos, sin)
-        out = attn(layer, q, k, sa.split(sa.v(y)), k_pre)  # (B, n, H, D)
-        x = x + (sa.o(out.flatten(-2)).float() * e[2]).to(x.dtype)
-        # 2. cross-attention to the prompt
+        return q, apply_rope(k_pre, cos, sin), sa.split(sa.v(y)), k_pre
+
+    def after_attention(self, x: Tensor, out: Tensor, e: Tensor, text_kv: tuple[Tensor, Tensor]) -> Tensor:
+        """Self-attention output projection and gate, cross-attention to the prompt, feed-forward."""
+        gate, shift, scale, ffn_gate = (self.modulation[:, 2:].float() + e[..., 2:, :]).unbind(-2)
+        x = x + (self.self_attn.o(out.flatten(-2)).float() * gate).to(x.dtype)
         ca = self.cross_attn
         q = ca.split(ca.norm_q(ca.q(self.norm3(x))))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), text_kv[0].transpose(1, 2), text_kv[1].transpose(1, 2))
         x = x + ca.o(out.transpose(1, 2).flatten(-2))
-        # 3. feed-forward
-        y = (self.norm2(x).float() * (1 + e[4]) + e[3]).to(x.dtype)
-        return x + (self.ffn(y).float() * e[5]).to(x.dtype)
+        y = (self.norm2(x).float() * (1 + scale) + shift).to(x.dtype)
+        return x + (self.ffn(y).float() * ffn_gate).to(x.dtype)
 
 
 class Head(nn.Module):
@@ -150,6 +158,7 @@ class CausalDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.layers))
         self.head = Head(cfg)
         self.rope = Rope3D(cfg.head_dim, cfg.rope_theta)
+        self.compiled = False  # see compile_blocks
         c = cfg.latent_channels
         # The head emits patches as (1, 2, 2, C) (Wan's unpatchify order); tokens enter as (C, 1, 2, 2).
         self.register_buffer("head_to_token", torch.arange(4 * c).reshape(4, c).t().reshape(-1), persistent=False)
@@ -184,6 +193,18 @@ class CausalDiT(nn.Module):
             h = block(h, e, cos, sin, text_kv[i], i, attn)
         out = self.head(h, t_emb)  # (B, n, 4*C) as (2, 2, C)
         return out[..., self.head_to_token]
+
+    def compile_blocks(self) -> None:
+        """Fuse the elementwise work around each block's matmuls (LayerNorm + modulation, QK RMSNorm +
+        RoPE, gates + residuals, bias + GELU) with torch.compile, block by block: every block runs
+        the same code, so it compiles once; shapes are dynamic (one kernel set for every kept count).
+        The self-attention between the two halves stays outside (it writes the KV cache). Idempotent."""
+        if self.compiled:
+            return
+        self.compiled = True
+        for block in self.blocks:
+            block.attention_inputs = torch.compile(block.attention_inputs, dynamic=True, fullgraph=True)
+            block.after_attention = torch.compile(block.after_attention, dynamic=True, fullgraph=True)
 
     def flops_per_token(self, context: int, text_len: int) -> float:
         """Matmul FLOPs for one token attending to `context` keys (for the roofline floor)."""

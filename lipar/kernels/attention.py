@@ -7,6 +7,9 @@ GPU, so the speed-up stays well below 4x (DESIGN.md §4.6). Here the keys are al
 one program per (query block, batch * head, chunk), each writing a partial output and its
 log-sum-exp; a second small kernel merges the chunks.
 
+`attention()` is the entry point: per call it takes the backend measured fastest for that query
+count (`choose_backend`: SDPA's own choice, one of its kernels forced, or the split-KV kernel).
+
 Layouts follow the KV cache: q (B, Lq, H, D), k/v (B, Lk, H, D), any strides (cache views).
 """
 
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lipar.kernels import use_triton
 
@@ -33,11 +37,57 @@ def attention_reference(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None
     return out.transpose(1, 2)
 
 
+# SDPA's own backends, each forced in turn by `sdpa_kernel` ("sdpa" lets PyTorch pick).
+STOCK_BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+BACKENDS = ("sdpa", *STOCK_BACKENDS, "split_kv")
+# The fastest backend per query count at Wan2.1-1.3B's shapes (12 heads of 128 against the 12,480-key
+# window), measured on an H200 (benchmarks/kernels.py -> benchmarks/results/gpu_h200/kernels.json):
+# (largest query count, backend), in increasing order; counts above the last bound take its backend.
+MEASURED_CHOICE: tuple[tuple[int, str], ...] = ((1560, "sdpa"),)
+_forced: str | None = None
+
+
+def set_attention_backend(name: str | None) -> None:
+    """Force one backend for every unmasked CUDA call (benchmarks), or None for the measured choice."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    global _forced
+    _forced = name
+
+
+def choose_backend(lq: int, head_dim: int, dtype: torch.dtype, on_cuda: bool, masked: bool) -> str:
+    """Which kernel runs softmax(q k^T) v for `lq` queries of `head_dim` (every key count is served).
+
+    The Triton switch (`lipar.kernels.set_triton("attention", True)`) sends every CUDA call to the
+    split-KV kernel; otherwise masked calls go to SDPA, a forced backend is used as forced, and
+    16-bit calls of head dim 128 (the measured regime) follow `MEASURED_CHOICE`."""
+    if not on_cuda:
+        return "sdpa"
+    if use_triton("attention"):
+        return "split_kv"
+    if masked:
+        return "sdpa"
+    if _forced is not None:
+        return _forced
+    if head_dim != 128 or dtype not in (torch.bfloat16, torch.float16):
+        return "sdpa"
+    return next((name for bound, name in MEASURED_CHOICE if lq <= bound), MEASURED_CHOICE[-1][1])
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
-    """Softmax(q k^T / sqrt(D)) v with the shapes of `attention_reference`; split-KV Triton on CUDA."""
-    if use_triton("attention", q, k, v):
+    """Softmax(q k^T / sqrt(D)) v with the shapes of `attention_reference`, by `choose_backend`."""
+    on_cuda = q.is_cuda and k.is_cuda and v.is_cuda
+    backend = choose_backend(q.shape[1], q.shape[-1], q.dtype, on_cuda, key_mask is not None)
+    if backend == "split_kv":
         return split_kv_attention(q, k, v, key_mask)
-    return attention_reference(q, k, v, key_mask)
+    if backend == "sdpa":
+        return attention_reference(q, k, v, key_mask)
+    with sdpa_kernel(STOCK_BACKENDS[backend]):
+        return attention_reference(q, k, v, key_mask)
 
 
 def split_count(programs: int, kv_blocks: int, num_sms: int, max_splits: int = 16) -> int:
@@ -109,7 +159,7 @@ def _split_kv_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < Lq
-    d_ok = offs_d < HEAD_DIM
+    d_ok = (offs_d < HEAD_DIM) | (BLOCK_D == HEAD_DIM)  # constant-true for a power-of-two head dim
 
     q = tl.load(
         Q + b * sq_b + h * sq_h + offs_m[:, None].to(tl.int64) * sq_l + offs_d[None, :] * sq_d,
@@ -128,12 +178,13 @@ def _split_kv_kernel(
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_ok = offs_n < end
         n64 = offs_n.to(tl.int64)
-        kt = tl.load(
-            k_base + n64[None, :] * sk_l + offs_d[:, None] * sk_d,
-            mask=n_ok[None, :] & d_ok[:, None],
+        # K rows as stored (head dim innermost, 16-byte loads); the dot takes their transpose
+        k = tl.load(
+            k_base + n64[:, None] * sk_l + offs_d[None, :] * sk_d,
+            mask=n_ok[:, None] & d_ok[None, :],
             other=0.0,
-        )  # (BLOCK_D, BLOCK_N)
-        s = tl.dot(q, kt, input_precision=PRECISION) * scale_log2  # (BLOCK_M, BLOCK_N), log2 units
+        )  # (BLOCK_N, BLOCK_D)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale_log2  # (BLOCK_M, BLOCK_N), log2 units
         if HAS_MASK:
             n_ok = n_ok & (tl.load(KEY_MASK + offs_n, mask=n_ok, other=0) != 0)
         s = tl.where(n_ok[None, :], s, float("-inf"))

@@ -1,0 +1,219 @@
+"""Where one latent frame's time goes: torch.profiler over `StreamingGenerator.step()`, top kernels.
+
+    python benchmarks/profile_frame.py --out benchmarks/results/gpu_h200/profile
+
+`wan2.1-1.3b` (random weights, timing only) at 480x832, video-to-video on the bench's synthetic
+clip, LIPAR off (the unpruned baseline), steady state (KV window full, every CUDA graph captured).
+For each variant it times --frames latent frames (wall clock around `step()`, which ends with the
+frames on the host), then profiles one more frame. Variants, in this order on one generator:
+
+- `shipped`: the generator as constructed (the committed defaults);
+- `compiled`: the DiT graphs re-captured with the blocks compiled (`CudaGraphRunner(compiled=True)`);
+- `compiled+<backend>`: the same with one attention backend forced (`--backends`);
+- `compiled+fp8_row`: the same with FP8 linears, row-wise scales (last: it replaces the weights).
+
+Writes profile_frame.json (every variant's latencies, stages, kernel table, host-sync count) and
+profile_frame.md (the tables). Kernel shares are of the summed kernel time of the profiled frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.backends import CudaGraphRunner  # noqa: E402
+from engine.bench import PROMPT, synthetic_clip  # noqa: E402
+from engine.fp8 import quantize_linears  # noqa: E402
+from engine.generator import StreamingGenerator  # noqa: E402
+from lipar.config import LiparConfig  # noqa: E402
+from lipar.kernels.attention import set_attention_backend  # noqa: E402
+
+# kernel-name patterns -> what the kernel does (first match wins)
+CATEGORIES = (
+    ("attention", r"flash|fmha|attention|attn|sdpa|_split_kv|_combine"),
+    ("gemm", r"gemm|sm90_xmma|cutlass|cublas|nvjet|wgmma|_scaled_mm|f8f8"),
+    ("compiled (inductor)", r"^triton_"),
+    ("lipar triton", r"_recover|_gather|_restore"),
+    ("conv (VAE)", r"conv|implicit|winograd|cudnn"),
+    ("norm / reduction", r"norm|reduce|softmax|welford"),
+    ("copy", r"copy|memcpy|memset|cat|index|scatter|gather"),
+    ("elementwise", r"elementwise|vectorized|unrolled|pointwise"),
+)
+SYNC_OPS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    return next((cat for cat, pattern in CATEGORIES if re.search(pattern, low)), "other")
+
+
+def kernel_table(prof, top: int) -> dict:
+    """Device kernels of one profiled frame grouped by name, with their share of the kernel time."""
+    per_name: dict[str, list[float]] = defaultdict(list)
+    syncs: dict[str, int] = defaultdict(int)
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            per_name[e.name].append((e.time_range.end - e.time_range.start) / 1000.0)
+        elif e.name in SYNC_OPS:
+            syncs[e.name] += 1
+    total = sum(sum(v) for v in per_name.values())
+    rows = sorted(
+        ({"kernel": k, "calls": len(v), "ms": sum(v), "category": category(k)} for k, v in per_name.items()),
+        key=lambda r: -r["ms"],
+    )
+    for r in rows:
+        r["share"] = r["ms"] / total if total else 0.0
+    cats: dict[str, float] = defaultdict(float)
+    for r in rows:
+        cats[r["category"]] += r["ms"]
+    return {
+        "kernel_ms_total": total,
+        "kernels_launched": sum(r["calls"] for r in rows),
+        "top": rows[:top],
+        "categories": {k: {"ms": v, "share": v / total} for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
+        "host_syncs": dict(syncs),
+    }
+
+
+def time_frames(gen: StreamingGenerator, chunks: list, frames: int) -> dict:
+    """Steady-state latency: reset, fill the window (graphs get captured), then time `frames` steps."""
+    gen.reset()
+    gen.set_prompt(PROMPT)
+    warm = gen.cfg.window.slots + 2
+    start = time.perf_counter()
+    for chunk in chunks[:warm]:
+        gen.step(chunk)
+    torch.cuda.synchronize()
+    warm_s = time.perf_counter() - start
+    lat, stages = [], []
+    for chunk in chunks[warm : warm + frames]:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = gen.step(chunk)
+        lat.append((time.perf_counter() - t0) * 1000.0)
+        stages.append(out.stats["stages_ms"])
+    lat = np.array(lat)
+    return {
+        "warmup_s": warm_s,
+        "ms_p50": float(np.median(lat)),
+        "ms_p95": float(np.percentile(lat, 95)),
+        "fps": gen.frames_per_latent * len(lat) / (lat.sum() / 1000.0),
+        "stages_ms": {k: float(np.mean([s[k] for s in stages])) for k in stages[0]},
+    }
+
+
+def profile_frame(gen: StreamingGenerator, chunk, top: int) -> dict:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        gen.step(chunk)
+        torch.cuda.synchronize()
+    return kernel_table(prof, top)
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# One latent frame, {result['model']} {result['size']}, {result['card']}, torch {result['torch']}",
+        "",
+        f"`{result['command']}`; LIPAR off, steady state, V2V {result['steps']} steps + the cache pass.",
+        "",
+        "| variant | p50 ms | p95 ms | fps | stages ms | kernel ms | kernels | host syncs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in result["variants"].items():
+        if "error" in v:
+            lines.append(f"| {name} | failed: {v['error'][:120]} | | | | | | |")
+            continue
+        st = ", ".join(f"{k} {x:.1f}" for k, x in v["stages_ms"].items())
+        p = v["profile"]
+        lines.append(
+            f"| {name} | {v['ms_p50']:.1f} | {v['ms_p95']:.1f} | {v['fps']:.1f} | {st} | "
+            f"{p['kernel_ms_total']:.1f} | {p['kernels_launched']} | {sum(p['host_syncs'].values())} |"
+        )
+    for name, v in result["variants"].items():
+        if "error" in v:
+            continue
+        p = v["profile"]
+        lines += ["", f"## {name}: kernel time by category", "", "| category | ms | share |", "|---|---|---|"]
+        lines += [f"| {c} | {x['ms']:.2f} | {x['share']:.1%} |" for c, x in p["categories"].items()]
+        lines += [
+            "",
+            f"## {name}: top kernels",
+            "",
+            "| kernel | category | calls | ms | share |",
+            "|---|---|---|---|---|",
+        ]
+        for r in p["top"]:
+            lines.append(
+                f"| `{r['kernel'][:90]}` | {r['category']} | {r['calls']} | {r['ms']:.2f} | {r['share']:.1%} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="wan2.1-1.3b")
+    p.add_argument("--size", default="480x832")
+    p.add_argument("--frames", type=int, default=12, help="timed latent frames per variant")
+    p.add_argument("--top", type=int, default=25, help="kernels in the table")
+    p.add_argument("--backends", default="cudnn", help="comma list of attention backends to force (or empty)")
+    p.add_argument("--no-fp8", action="store_true")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args()
+    h, w = (int(v) for v in a.size.split("x"))
+    gen = StreamingGenerator.from_pretrained(
+        a.model, device="cuda", random_weights=True, size=(h, w), lipar=LiparConfig(enabled=False)
+    )
+    per = gen.frames_per_latent
+    need = gen.cfg.window.slots + 2 + a.frames + 1
+    clip = synthetic_clip(h, w, need * per)
+    chunks = [clip[i * per : (i + 1) * per] for i in range(need)]
+    variants: dict[str, dict] = {}
+
+    def run(name: str) -> None:
+        try:
+            variants[name] = time_frames(gen, chunks, a.frames)
+            variants[name]["profile"] = profile_frame(gen, chunks[-1], a.top)
+        except Exception as e:  # noqa: BLE001 - a variant that fails on this card is a result too
+            variants[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
+        print(name, {k: v for k, v in variants[name].items() if k != "profile"}, flush=True)
+
+    with torch.inference_mode():
+        run("shipped")
+        gen.runner = CudaGraphRunner(gen.dit, gen.cache, compiled=True)  # fresh graphs, compiled blocks
+        run("compiled")
+        for backend in filter(None, a.backends.split(",")):
+            set_attention_backend(backend)
+            gen.runner = CudaGraphRunner(gen.dit, gen.cache, compiled=True)  # re-capture with it
+            run(f"compiled+{backend}")
+        set_attention_backend(None)
+        if not a.no_fp8:
+            quantize_linears(gen.dit, "row")
+            gen.runner = CudaGraphRunner(gen.dit, gen.cache, compiled=True)
+            run("compiled+fp8_row")
+    result = {
+        "model": a.model,
+        "size": a.size,
+        "card": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "command": "python " + " ".join(sys.argv),
+        "steps": len(gen.cfg.v2v_schedule.sigmas),
+        "variants": variants,
+    }
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "profile_frame.json").write_text(json.dumps(result, indent=1))
+    (a.out / "profile_frame.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
