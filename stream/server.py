@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
@@ -150,9 +151,6 @@ class StreamServer:
             if exc.status >= 400:
                 self.metrics.rejected.labels("http").inc()
             raise
-        except HttpProcessingError as exc:  # a body aiohttp could not read (bad gzip, bad chunking)
-            self.metrics.rejected.labels("http").inc()
-            return _error(400, f"could not read the request body: {exc.message[:80]}")
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         names = self.config.host_names
@@ -220,9 +218,11 @@ class StreamServer:
         if request.content_type != "application/json":  # also keeps other pages to CORS-preflighted requests
             return self._reject(415, "Content-Type must be application/json")
         try:
-            body = await request.read()
+            body = await request.read()  # decompressed as it comes, and cut off at client_max_size
         except web.HTTPRequestEntityTooLarge:
             return self._reject(413, f"request body is larger than the limit of {self.config.max_body_bytes} bytes")
+        except (RequestPayloadError, HttpProcessingError):  # a body that is not what it says (gzip that is not)
+            return self._reject(400, "could not read the request body (its Content-Encoding or framing is wrong)")
         try:
             sdp = parse_offer(body)
         except ProtocolError as exc:
@@ -463,9 +463,15 @@ def load_generator(config: ServerConfig) -> Any:
     )
 
 
+# aiohttp reads on ("lingers") for 10 s after a response to a request whose body was not read
+# to its end, and logs a traceback when that body is broken (gzip that is not): a refused body
+# is dropped with its connection instead
+RUNNER_SETTINGS: dict[str, Any] = {"lingering_time": 0.0}
+
+
 def serve(config: ServerConfig) -> None:
     """Run the server until Ctrl-C (blocking)."""
-    web.run_app(create_app(config), host=config.host, port=config.port, print=logger.info)
+    web.run_app(create_app(config), host=config.host, port=config.port, print=logger.info, **RUNNER_SETTINGS)
 
 
 class BackgroundServer:
@@ -507,7 +513,7 @@ class BackgroundServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(self.app, handle_signals=False)
+        runner = web.AppRunner(self.app, handle_signals=False, **RUNNER_SETTINGS)
         try:
             self._loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, self._config.host, self._config.port)

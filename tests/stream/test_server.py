@@ -169,7 +169,7 @@ async def offer_without_video() -> str:
             400,
             "invalid SDP offer",
         ),
-        ("NO_VIDEO", 400, "invalid SDP offer: it has no video section"),
+        ("NO_VIDEO", 400, "invalid SDP offer: SDP has no video section"),
         ("x" * 200_000, 413, "larger than the limit of 65536 bytes"),
     ],
 )
@@ -179,7 +179,8 @@ def test_bad_offers_get_clear_errors_while_a_viewer_keeps_watching(server, body:
             await viewer.next_frame(10)
             data = json.dumps({"sdp": await offer_without_video(), "type": "offer"}) if body == "NO_VIDEO" else body
             before = set(server.server.viewers)
-            got_status, reply = await http("POST", f"{server.url}/offer", data=data)
+            headers = {"Content-Type": "application/json"}
+            got_status, reply = await http("POST", f"{server.url}/offer", data=data, headers=headers)
             assert (got_status, error in reply["error"]) == (status, True), reply
             assert set(server.server.viewers) == before  # the rejected offer left no viewer behind
             viewer.drain()
