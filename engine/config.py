@@ -41,7 +41,7 @@ def parse_window(text: str, block: int = 1) -> KVWindow:
     included, no sinks; N defaults to 21) -> the window for blocks of `block` frames."""
     spec = text.strip().lower()
     if spec == "global" or spec.startswith("global:"):
-        count = spec.partition(":")[2] or str(GLOBAL_FRAMES)
+        count = spec.partition(":")[2] if ":" in spec else str(GLOBAL_FRAMES)
         if not count.isdigit() or int(count) <= block:
             raise ValueError(
                 f"--window {text!r}: global:N needs a whole number of frames N > the block's {block} frame(s)"

@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from engine.config import CONFIGS, KVWindow, Schedule, get_config
+from engine.config import CONFIGS, KVWindow, Schedule, get_config, parse_window
 
 
 def test_wan_preset_facts():
@@ -28,7 +30,12 @@ def test_every_preset_has_both_schedules_and_lipar_defaults():
     "make, message",
     [
         (lambda: get_config("huge"), "unknown model"),
-        (lambda: KVWindow(sinks=0), "sinks"),
+        (lambda: KVWindow(sinks=-1), "sinks"),
+        (lambda: KVWindow(block=0), "block"),
+        (
+            lambda: dataclasses.replace(get_config("tiny"), sampler="ddim"),
+            "unknown sampler 'ddim'; choose one of: euler",
+        ),
         (lambda: KVWindow(m=0), "m must"),
         (lambda: Schedule(()), "at least one"),
         (lambda: Schedule((500.0, 750.0)), "decrease"),
@@ -40,3 +47,46 @@ def test_every_preset_has_both_schedules_and_lipar_defaults():
 def test_bad_config_values_give_clear_errors(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_self_forcing_preset_runs_their_released_setup():
+    sf, wan = get_config("self-forcing"), get_config("wan2.1-1.3b")
+    assert (sf.frames_per_block, sf.window.sinks, sf.window.slots, sf.sampler) == (3, 0, 21, "renoise")
+    assert (wan.frames_per_block, wan.sampler) == (1, "euler")  # our frame-wise preset is unchanged
+    assert [round(s * 1000, 1) for s in sf.t2v_schedule.sigmas] == [1000.0, 937.5, 833.3, 625.0]
+    assert (sf.dim, sf.layers, sf.text_dim) == (wan.dim, wan.layers, wan.text_dim)
+
+
+@pytest.mark.parametrize(
+    "text, block, window",
+    [
+        ("1,6", 1, KVWindow(1, 6, 1)),
+        (" 0,18 ", 3, KVWindow(0, 18, 3)),
+        ("global", 3, KVWindow(0, 18, 3)),  # Self-Forcing's global attention: 21 frames, the block included
+        ("GLOBAL:9", 3, KVWindow(0, 6, 3)),
+        ("global:2", 1, KVWindow(0, 1, 1)),
+    ],
+)
+def test_parse_window(text, block, window):
+    assert parse_window(text, block) == window
+    assert parse_window(text, block).slots == window.sinks + window.m + block
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "takes SINKS,M"),
+        ("6", "takes SINKS,M"),
+        ("1,6,2", "takes SINKS,M"),
+        ("-1,6", "takes SINKS,M"),
+        ("one,six", "takes SINKS,M"),
+        ("1,0", "M \\(clean frames after the sinks\\) must be >= 1"),
+        ("global:3", "N > the block's 3 frame"),
+        ("global:x", "whole number"),
+        ("global:", "whole number"),
+        ("local:4", "takes SINKS,M"),
+    ],
+)
+def test_bad_window_strings_give_clear_errors(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_window(text, block=3)

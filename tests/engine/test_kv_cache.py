@@ -53,3 +53,63 @@ def test_reset_starts_over():
         write_frame(cache, f)
     cache.reset()
     assert cache.append() == 0 and cache.valid_tokens == 2 and cache.previous_slot is None
+
+
+def make_block_cache(sinks=1, m=3, block=3, n=2, token_dim=4):
+    return RollingKVCache(1, 1, n, 1, 2, KVWindow(sinks, m, block), "cpu", torch.float32, token_dim=token_dim)
+
+
+def write_block(cache, first_frame):
+    """Each frame's keys and clean tokens hold its time index."""
+    cache.append()
+    n, block = cache.tokens_per_frame, cache.window.block
+    idx = cache.block_token_index(torch.arange(block * n))
+    values = torch.arange(first_frame, first_frame + block).repeat_interleave(n).float()
+    cache.k[0, 0, idx] = values[:, None, None]
+    cache.commit(values[None, :, None].expand(1, -1, 4))
+
+
+def test_blocks_are_sized_into_the_cache_and_seen_whole():
+    cache = make_block_cache(sinks=1, m=3, block=3)
+    assert cache.k.shape[2] == (1 + 3 + 3) * 2 and cache.window.slots == 7
+    lengths, contexts = [], []
+    for _ in range(4):
+        cache.append()
+        lengths.append(cache.valid_tokens // 2)
+        contexts.append(cache.context_frames)
+        cache.commit()
+    assert lengths == [3, 6, 7, 7]  # the block's own three frames are visible to it (block-causal)
+    assert contexts == [0, 3, 4, 4]
+
+
+def test_block_eviction_keeps_sinks_and_the_last_m_frames():
+    cache = make_block_cache(sinks=1, m=3, block=3)
+    for b in range(5):
+        write_block(cache, 3 * b)  # frames 0..14
+    cache.append()  # frames 15..17
+    visible = set(cache.k[0, 0, : cache.valid_tokens, 0, 0].tolist())
+    fresh = {cache.slot_time[s] for s in range(7) if cache.slot_time[s] >= 0}
+    assert fresh == {0, 12, 13, 14}  # sink + last m = 3 clean frames; the block's slots are open
+    assert {0.0, 12.0, 13.0, 14.0} <= visible
+    assert sorted(cache.current_slots) == sorted(set(range(1, 7)) - {cache.slot_of(f) for f in (12, 13, 14)})
+
+
+def test_block_token_index_and_cached_blocks_follow_time():
+    cache = make_block_cache(sinks=0, m=3, block=3, n=2)
+    for b in range(3):
+        write_block(cache, 3 * b)  # frames 0..8; slots hold 6, 7, 8 | 3, 4, 5
+    assert cache.cached_blocks() == [[cache.slot_of(f) for f in (3, 4, 5)], [cache.slot_of(f) for f in (6, 7, 8)]]
+    slots = cache.cached_blocks()[0]
+    idx = cache.block_token_index(torch.arange(6), slots)
+    torch.testing.assert_close(cache.clean[0, idx, 0], torch.tensor([3.0, 3, 4, 4, 5, 5]))
+    cache.append()  # frames 9..11 take the slots of 3, 4, 5
+    keys = cache.keys_up_to(7)
+    assert keys.shape == (cache.valid_tokens,)
+    assert keys.view(-1, 2).all(1).tolist() == [cache.slot_time[s] in (6, 7) for s in range(6)]
+
+
+def test_reset_forgets_slot_times():
+    cache = make_block_cache()
+    write_block(cache, 0)
+    cache.reset()
+    assert cache.cached_blocks() == [] and cache.frames == 0 and cache.current_slots == [0, 1, 2]
