@@ -80,6 +80,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
+    from stream.config import TOKEN_ENV, WATCH_TOKEN_ENV
     from stream.server import ServerConfig, serve
 
     serve(
@@ -91,6 +94,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
             size=args.size,
             weights=args.weights,
             random_weights=args.random_weights,
+            # prefer the environment variables: a token on the command line is visible to other users in `ps`
+            token=args.token or os.environ.get(TOKEN_ENV) or None,
+            watch_token=args.watch_token or os.environ.get(WATCH_TOKEN_ENV) or None,
+            allowed_hosts=tuple(args.allow_host),
+            allowed_origins=tuple(args.allow_origin),
         )
     )
 
@@ -158,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=parse_size, default=None, help="HEIGHTxWIDTH (default: the model's)")
     s.add_argument("--weights", default=None, help="local checkpoint folder")
     s.add_argument("--random-weights", action="store_true", help="random weights (plumbing demos, timing)")
+    s.add_argument("--token", default=None, help="required to bind beyond loopback (or $LIPAR_STREAM_TOKEN)")
+    s.add_argument("--watch-token", default=None, help="watch without steering (or $LIPAR_STREAM_WATCH_TOKEN)")
+    s.add_argument("--allow-host", action="append", default=[], help="a Host name to answer to (repeatable)")
+    s.add_argument("--allow-origin", action="append", default=[], help="another page allowed to connect (repeatable)")
     s.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bench", help="latency/throughput of baseline vs LIPAR in one process")

@@ -63,3 +63,16 @@ def test_host_names_are_loopback_plus_the_bind_address_or_any_on_a_wildcard_bind
     assert ServerConfig(host="0.0.0.0", token="t" * 16).host_names == frozenset()  # the token protects
     named = ServerConfig(host="0.0.0.0", token="t" * 16, allowed_hosts=("Stream.Lan",)).host_names
     assert "stream.lan" in named and "127.0.0.1" in named
+
+
+def test_serve_refuses_an_open_bind_and_a_short_token_with_one_line(capsys, monkeypatch) -> None:
+    import app
+
+    monkeypatch.delenv("LIPAR_STREAM_TOKEN", raising=False)
+    assert app.main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "error: binding to 0.0.0.0 exposes the stream" in capsys.readouterr().err
+    assert app.main(["serve", "--token", "short"]) == 2
+    assert "error: token must be at least 16" in capsys.readouterr().err
+    monkeypatch.setenv("LIPAR_STREAM_TOKEN", "short-from-env")  # the environment is read too
+    assert app.main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "error: token must be at least 16" in capsys.readouterr().err
