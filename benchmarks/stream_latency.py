@@ -16,6 +16,8 @@ Chromium's numbers (requestVideoFrameCallback presentation time, read on the sam
 are the ones a person sees.
 
     python benchmarks/stream_latency.py                       # tiny, 128x128, CPU or GPU
+    python benchmarks/stream_latency.py --viewers 8 --seconds 60 --rounds 1 --no-browser \\
+        --out benchmarks/results/stream_load_8x60.json        # the load run: 8 viewers x 60 s vs 1
     python benchmarks/stream_latency.py --device cuda --target-fps 1000 --seconds 20
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fractions
 import json
 import logging
 import math
@@ -109,6 +112,7 @@ def server_counters(metrics: Any) -> dict:
     return {
         "time": time.monotonic(),
         "frames": metrics.get_sample_value("stream_frames_total"),
+        "encoded": metrics.get_sample_value("stream_encoded_frames_total") or 0.0,
         "delivered_s": metrics.get_sample_value(f"{delivery}_sum"),
         "delivered": metrics.get_sample_value(f"{delivery}_count"),
         "cpu": thread_cpu_seconds(),
@@ -120,6 +124,8 @@ def server_rates(before: dict, after: dict) -> dict:
     delivered = max(after["delivered"] - before["delivered"], 1)
     return {
         "generator_fps": round(frames / (after["time"] - before["time"]), 2),
+        # 1.0 = each frame encoded once, whatever the number of viewers (stream/encoding.py)
+        "encodes_per_frame": round((after["encoded"] - before["encoded"]) / frames, 3),
         # the server's own share of the latency: generated -> handed to a viewer's encoder
         "server_delivery_ms_mean": round(1e3 * (after["delivered_s"] - before["delivered_s"]) / delivered, 1),
         "server_cpu_ms_per_frame": {
@@ -134,7 +140,9 @@ def thread_cpu_seconds() -> dict[str, float]:
     roles = {
         "generator-worker": "generator",
         "stream-server": "event_loop",
-        "asyncio": "encoders",  # the loop's default executor: aiortc encodes there
+        "encoder-VP8": "encoders",  # stream/encoding.py: one thread per codec, shared by every viewer
+        "encoder-H264": "encoders",
+        "asyncio": "executor",  # the loop's default executor
     }
     names = {t.native_id: roles.get(t.name.split("_")[0], "other") for t in threading.enumerate()}
     out: dict[str, float] = {}
@@ -229,6 +237,61 @@ def per_viewer_cpu(phases: list[dict], viewers: int) -> float:
     return round((cost(viewers) - cost(1)) / (viewers - 1), 2)
 
 
+def encode_cost(size: int, viewers: int, codec: str, frames: int = 60) -> dict:
+    """CPU ms per frame to serve `viewers` viewers of one codec, in one process on the same frames:
+    an aiortc encoder per viewer (what aiortc does by itself) vs the server's SharedEncoder, whose one
+    encoded frame every viewer's sender only packetizes (Encoder.pack)."""
+    import av
+    from aiortc.codecs import get_encoder
+
+    from stream.encoding import SharedEncoder
+    from stream.metrics import StreamMetrics
+    from stream.worker import FrameItem
+
+    mime = f"video/{codec.upper()}"
+    shared = SharedEncoder(mime, None, StreamMetrics(), queue_frames=2)  # type: ignore[arg-type]
+    params = shared._codec
+    base = np.random.default_rng(0).integers(0, 255, (size, size, 3), np.uint8)
+    items = [
+        FrameItem(
+            av.VideoFrame.from_ndarray(np.roll(base, 2 * i, axis=1), format="rgb24")
+            .reformat(format="yuv420p")
+            .to_ndarray(),
+            i,
+            i / 30,
+        )
+        for i in range(frames)
+    ]
+
+    def per_viewer() -> None:
+        encoders = [get_encoder(params) for _ in range(viewers)]
+        for item in items:
+            for encoder in encoders:
+                picture = av.VideoFrame.from_ndarray(item.yuv, format="yuv420p")
+                picture.pts, picture.time_base = item.index * 3000, fractions.Fraction(1, 90_000)
+                encoder.encode(picture)
+
+    def one_for_all() -> None:
+        senders = [get_encoder(params) for _ in range(viewers)]
+        for item in items:
+            encoded = shared._encode(item, item.index * 3000, False)
+            for sender in senders:
+                sender.pack(encoded.packet)
+
+    def cpu_ms_per_frame(run: Any) -> float:
+        started = time.thread_time()
+        run()
+        return round(1e3 * (time.thread_time() - started) / frames, 3)
+
+    return {
+        "codec": codec,
+        "size": [size, size],
+        "viewers": viewers,
+        "per_viewer_encoders_cpu_ms_per_frame": cpu_ms_per_frame(per_viewer),
+        "shared_encoder_cpu_ms_per_frame": cpu_ms_per_frame(one_for_all),
+    }
+
+
 def summary(latencies_ms: list[float]) -> dict:
     a = np.asarray(latencies_ms)
     if a.size == 0:
@@ -315,6 +378,8 @@ def main() -> None:
     p.add_argument("--target-fps", type=float, default=30.0, help="the server's cap (1000 = uncapped)")
     p.add_argument("--torch-threads", type=int, default=None, help="CPU threads for the generator (torch)")
     p.add_argument("--codec", choices=("h264", "vp8"), default="vp8", help="VP8: what Debian's Chromium gets")
+    p.add_argument("--no-browser", action="store_true", help="skip the headless Chromium phase")
+    p.add_argument("--note", default="", help="saved in the result (e.g. what else ran on the machine)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stream_latency.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -343,7 +408,7 @@ def main() -> None:
                 summary_n, latencies_n = phase(srv, stamps, n, args.warmup, args.seconds)
                 phases.append(summary_n)
                 latencies[n] += latencies_n
-        browser = chromium_phase(srv, stamps, args.warmup, args.seconds)
+        browser = None if args.no_browser else chromium_phase(srv, stamps, args.warmup, args.seconds)
 
     def median_fps(viewers: int) -> float:
         return round(float(np.median([p["generator_fps"] for p in phases if p["viewers"] == viewers])), 2)
@@ -369,6 +434,9 @@ def main() -> None:
         "aiortc_viewer_latency_ms": {str(n): summary(v) for n, v in latencies.items()},
         "server_cpu_ms_per_frame_per_viewer": per_viewer_cpu(phases, args.viewers),
         "fps_ratio_many_vs_one": round(ratio, 3),
+        "encode_cost_one_process": encode_cost(args.size, args.viewers, args.codec),
+        "command": " ".join(["python", *sys.argv]),
+        "note": args.note,
         "targets": {
             # judged on what a person sees (Chromium) where it ran, else on the aiortc upper bound
             "latency_p95_ms_le_150": (browser["latency_ms"] if browser else summary(latencies[1])).get("p95", math.inf)

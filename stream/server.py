@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 STEER, WATCH = "steer", "watch"  # roles: a watcher sees the stream but its commands are refused
 NEGOTIATION_TIMEOUT_S = 5.0  # aiortc answers a sane offer in milliseconds
+BODY_TIMEOUT_S = 5.0  # an offer is a few KB: on any link it arrives in well under a second
 MAX_CHANNEL_BUFFER_BYTES = 256 * 1024  # a viewer that stops reading its channel stops getting stats
 ERROR_REPLY_INTERVAL_S = 1.0  # "too many messages" is said at most once a second, not per message
 _PROTECTED = ("/offer", "/metrics")  # need the token when one is set; the page and /health do not
@@ -218,7 +219,10 @@ class StreamServer:
         if request.content_type != "application/json":  # also keeps other pages to CORS-preflighted requests
             return self._reject(415, "Content-Type must be application/json")
         try:
-            body = await request.read()  # decompressed as it comes, and cut off at client_max_size
+            async with asyncio.timeout(BODY_TIMEOUT_S):  # a body that never ends holds no handler for long
+                body = await request.read()  # decompressed as it comes, and cut off at client_max_size
+        except TimeoutError:
+            return self._reject(408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s")
         except web.HTTPRequestEntityTooLarge:
             return self._reject(413, f"request body is larger than the limit of {self.config.max_body_bytes} bytes")
         except (RequestPayloadError, HttpProcessingError):  # a body that is not what it says (gzip that is not)
@@ -390,6 +394,19 @@ class StreamServer:
         viewer.log.info("closed")
 
 
+class _MalformedHttpFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (bad chunking, a Content-Encoding it cannot decode) with
+    a traceback at ERROR, after answering it with a 400 itself: that is a client's mistake, so one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "refused a malformed HTTP request: %s", (exc.message[:80],)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 class _ViewerLog(logging.LoggerAdapter):
     """Prefixes every line with the viewer's id, so interleaved connections stay readable."""
 
@@ -438,6 +455,9 @@ SERVER_KEY = web.AppKey("stream_server", StreamServer)
 def create_app(config: ServerConfig, generator: Any | None = None) -> web.Application:
     """The aiohttp application. `generator` defaults to loading `config.model` at startup."""
     server = StreamServer(config, generator)
+    aiohttp_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedHttpFilter) for f in aiohttp_log.filters):
+        aiohttp_log.addFilter(_MalformedHttpFilter())
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[server.guard])
     app[SERVER_KEY] = server
     app.on_startup.append(server.startup)

@@ -6,6 +6,9 @@ const $ = (id) => document.getElementById(id);
 const ICE_GATHER_TIMEOUT_MS = 2000;
 const RETRY_MAX_MS = 10000;
 const MAX_FILE_BYTES = 200 * 1024 * 1024;
+// The token rides in the URL fragment (http://host:8080/#token=...), which browsers never send to a
+// server, so it stays out of access logs and Referer headers; it is only ever sent as a header.
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
 
 let pc = null;
 let channel = null;
@@ -108,7 +111,9 @@ async function connect() {
     await waitForIceGathering(peer);
     const response = await fetch("/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: TOKEN
+        ? { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` }
+        : { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: peer.localDescription.sdp, type: peer.localDescription.type }),
     });
     const body = await response.json().catch(() => ({}));
@@ -116,6 +121,12 @@ async function connect() {
     if (response.status === 503) {
       const reason = body.error || "server busy";
       scheduleRetry(`${reason[0].toUpperCase()}${reason.slice(1)}.`);
+      return;
+    }
+    if (response.status === 401) {
+      teardown();
+      setState("failed", "no access");
+      showMessage("This stream needs a token: open the link you were given, which ends in #token=…");
       return;
     }
     if (!response.ok) {
@@ -152,9 +163,18 @@ function onServerMessage(msg) {
     $("state").dataset.viewer = msg.viewer; // matches the server's log lines
     $("state").title = `viewer ${msg.viewer}`;
     $("prompt").maxLength = msg.max_prompt_chars;
+    setWatchOnly(msg.role === "watch");
     document.querySelector(".screen").style.aspectRatio = `${msg.width} / ${msg.height}`;
     document.querySelector(".stage").style.maxWidth = `calc(72vh * ${msg.width} / ${msg.height})`;
   }
+}
+
+function setWatchOnly(watchOnly) {
+  // a watch token sees the stream; the server refuses its commands, so the page does not offer them
+  document.querySelectorAll(".controls input, .controls button").forEach((el) => {
+    el.disabled = watchOnly;
+  });
+  if (watchOnly) showMessage("You are watching: this link cannot steer the stream.", "info");
 }
 
 function updateHud(stats) {

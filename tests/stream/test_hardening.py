@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import http.client
-import json
 import logging
 import time
 
@@ -13,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream import hostile
 from stream.client import OfferRejected, StreamClient
 from stream.config import ServerConfig
 from stream.server import BackgroundServer
@@ -51,37 +50,12 @@ def server(problems):
     assert [(r.name, r.getMessage(), repr(r.exc_info and r.exc_info[1])) for r in problems.records] == []
 
 
-def post(server, body: bytes, headers: dict[str, str] | None = None, path: str = "/offer") -> tuple[int, dict]:
-    host, port = server.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
-    try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
-        resp = conn.getresponse()
-        text = resp.read()
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(text)
-    except ValueError:
-        return resp.status, {"error": text.decode("latin-1")}
+def post(server, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    return hostile.post(server.url, body, headers)
 
 
-async def aiortc_offer() -> str:
-    from aiortc import RTCPeerConnection
-
-    pc = RTCPeerConnection()
-    pc.addTransceiver("video", direction="recvonly")
-    pc.createDataChannel("control")
-    await pc.setLocalDescription(await pc.createOffer())
-    await pc.close()
-    return pc.localDescription.sdp
-
-
-OFFER = asyncio.run(aiortc_offer())
-
-
-def offer_body(sdp: str) -> bytes:
-    return json.dumps({"sdp": sdp, "type": "offer"}).encode()
+OFFER = hostile.offer_sdp()
+offer_body = hostile.offer_body
 
 
 @pytest.mark.parametrize(
@@ -109,39 +83,16 @@ def test_bad_offers_get_a_4xx_with_a_short_reason(server, body, headers, status,
         time.sleep(0.1)
 
 
-_LINES = OFFER.split("\r\n")
-
-
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    st.one_of(
-        st.binary(max_size=200),
-        st.recursive(
-            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["sdp", "type", "x"]), c, max_size=3),
-            max_leaves=10,
-        ).map(lambda v: json.dumps(v).encode()),
-        st.lists(st.tuples(st.integers(0, len(_LINES) - 1), st.text(max_size=30)), min_size=1, max_size=3).map(
-            lambda edits: offer_body(_mutate(edits))
-        ),
-    ),
-    st.sampled_from([{}, {"Content-Encoding": "gzip"}, {"Content-Type": "application/json; charset=latin-1"}]),
-)
+@given(hostile.offer_bodies(OFFER), st.sampled_from(hostile.HEADER_VARIANTS))
 def test_generated_bodies_and_sdp_never_get_a_5xx(server, body: bytes, headers: dict) -> None:
     status, reply = post(server, body, headers)
     # a mutation that leaves a valid offer takes a slot; when all are taken, "busy" is the right answer
     assert status < 500 or (status == 503 and reply["error"].startswith("server busy")), reply
 
 
-def _mutate(edits: list[tuple[int, str]]) -> str:
-    lines = list(_LINES)
-    for at, text in edits:
-        lines[at] = lines[at][:2] + text  # keep the line's type, change its value
-    return "\r\n".join(lines)
-
-
 def test_generated_control_messages_get_error_replies_and_the_stream_goes_on(server) -> None:
-    messages = [json.dumps(m) for m in _generated_messages(100)] + [
+    messages = _generated(hostile.control_messages(), 100) + [
         "{" * 5000,
         '{"type": "lipar", "enabled": true, "thresholds": {"tau_short": 1' + "0" * 400 + "}}",
         '{"type": "prompt", "text": "\\ud800"}',
@@ -167,18 +118,14 @@ def test_generated_control_messages_get_error_replies_and_the_stream_goes_on(ser
     assert all(r["message"] != "the server could not apply the message" for r in replies if r["type"] == "error")
 
 
-def _generated_messages(n: int) -> list[object]:
-    values = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
-    message = st.fixed_dictionaries(
-        {"type": st.sampled_from(["prompt", "mode", "lipar", "reset", "pause", "resume", "x"])},
-        optional={"text": st.text(max_size=30) | values, "mode": values, "enabled": values, "v": values},
-    )
-    found: list[object] = []
+def _generated(strategy: st.SearchStrategy, n: int) -> list:
+    """n examples of a strategy, drawn once (the messages are sent in one go, not one test each)."""
+    found: list = []
 
     @settings(max_examples=n, deadline=None, database=None)
-    @given(message)
-    def collect(m: object) -> None:
-        found.append(m)
+    @given(strategy)
+    def collect(example: object) -> None:
+        found.append(example)
 
     collect()
     return found
