@@ -27,9 +27,9 @@ from engine.text import build_text_encoder
 from engine.timing import StageTimer
 from engine.vae import build_vae
 from lipar.config import LiparConfig
-from lipar.mask import StreamingMask
+from lipar.mask import MaskResult, StreamingMask
 from lipar.prune import restore
-from lipar.recovery import key_padding_mask, recover_kv
+from lipar.recovery import make_recovery, recover_kv
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class StreamingGenerator:
         rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
         self.grid_pos = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(device)  # (N, 2)
         self.all_idx = torch.arange(self.tokens, device=device)
-        self.lipar = lipar.resolved(cfg.lipar.tau_short, cfg.lipar.tau_long)
+        self.lipar = lipar.resolved(cfg.lipar.tau_short, cfg.lipar.tau_long, cfg.lipar.tau_output)
         self.mask = StreamingMask(self.lipar, self.grid)
         self.prompt: _Prompt | None = None
         self.reset()
@@ -151,22 +151,24 @@ class StreamingGenerator:
             raise ValueError(f"transition_frames must be an integer in [0, 1000], got {transition_frames!r}")
         states = self.text_encoder.encode(text)[None].to(self.device, self.dtype)
         previous = self._current_states() if self.prompt is not None and transition_frames > 0 else None
+        # the output changes everywhere, the source may not: no restoring while the new prompt settles in
+        self.mask.hold(transition_frames + self.lipar.warmup_frames)
         self.prompt = _Prompt(
             states, previous, transition_frames if previous is not None else 0, transition_frames, text
         )
         self.prompt.kv = self.dit.text_kv(states)
 
     def set_lipar(self, config: LiparConfig) -> None:
-        self.lipar = config.resolved(self.cfg.lipar.tau_short, self.cfg.lipar.tau_long)
+        self.lipar = config.resolved(self.cfg.lipar.tau_short, self.cfg.lipar.tau_long, self.cfg.lipar.tau_output)
         self.mask = StreamingMask(self.lipar, self.grid)  # starts by keeping everything
+        self.recovery = make_recovery(self.lipar.recovery)
 
     def reset(self) -> None:
         self.cache.reset()
         self.mask.reset()
         self.vae.reset()
         self.previous_clean: Tensor | None = None  # (1, N, D) tokens of the last clean latent
-        # m-degree ablation: the last frame's (k_pre, v) of every layer after each denoising step
-        self.noisy_kv: list[tuple[Tensor, Tensor]] = []
+        self.recovery = make_recovery(self.lipar.recovery)  # per-stream state (the noisy-copy ablation's)
         self.noise = torch.Generator(device=self.device).manual_seed(self.seed)
         self.last_mode: str | None = None
 
@@ -177,7 +179,8 @@ class StreamingGenerator:
             raise RuntimeError("set_prompt() must be called before step()")
         mode = "t2v" if source is None else "v2v"
         if mode != self.last_mode:
-            self.mask.reset()  # a mode switch is a scene cut for the mask
+            self.mask.reset()  # a mode switch is a scene cut for the mask: warm-up again
+            self.recovery = make_recovery(self.lipar.recovery)
             self.last_mode = mode
         timer = StageTimer(self.device)
         t = self.cache.frames
@@ -190,21 +193,25 @@ class StreamingGenerator:
                 source_latent = self.encode_source(source)  # (1, C, h, w)
                 source_tokens = patchify(source_latent)
         with timer("mask"):
-            keep_idx, pruned_idx, keep_grid, kept_ratio = self._mask(source_latent if source is not None else None)
+            mask = self._mask(source_latent if source is not None else None)
         with timer("dit"):
-            clean = self.denoise(t, source_tokens, keep_idx, pruned_idx, self._text_kv())
+            clean = self.denoise(t, source_tokens, mask.keep_idx, mask.pruned_idx, self._text_kv())
+        if mask.reason != "disabled":
+            with timer("mask"):  # the settled-output rule measures this frame's output for the next mask
+                self.mask.observe_output(unpatchify(clean, self.latent_h, self.latent_w)[0], mask.keep)
         with timer("decode"):
             frames_out = self._decode(clean).cpu().numpy()
         stages = timer.read_ms()
         stats = {
             "frame": t,
             "mode": mode,
-            "kept_ratio": kept_ratio,
+            "kept_ratio": mask.kept_ratio,
+            "mask_reason": mask.reason,
             "kv_frames": context_frames,
             "stages_ms": stages,
             "total_ms": sum(stages.values()),
         }
-        return StepOutput(list(frames_out), stats, keep_grid)
+        return StepOutput(list(frames_out), stats, mask.keep.cpu().numpy())
 
     def encode_source(self, source: np.ndarray | Sequence[np.ndarray]) -> Tensor:
         """uint8 (H, W, 3) frame(s) -> the source latent (1, C, h, w)."""
@@ -241,14 +248,14 @@ class StreamingGenerator:
             out.append(torch.from_numpy(np.ascontiguousarray(f)))
         return torch.stack(out).to(self.device)[None]
 
-    def _mask(self, source_latent: Tensor | None) -> tuple[Tensor, Tensor, np.ndarray, float]:
+    def _mask(self, source_latent: Tensor | None) -> MaskResult:
+        everything = torch.ones(self.grid, dtype=torch.bool, device=self.device)
         if source_latent is None or not self.lipar.enabled:
-            keep = np.ones(self.grid, dtype=bool)
-            return self.all_idx, self.all_idx[:0], keep, 1.0
+            return MaskResult(everything, self.all_idx, self.all_idx[:0], 1.0, "disabled")
         result = self.mask.update(source_latent[0].float())
         if self.previous_clean is None:  # nothing to restore from: compute everything
-            return self.all_idx, self.all_idx[:0], np.ones(self.grid, dtype=bool), 1.0
-        return result.keep_idx, result.pruned_idx, result.keep.cpu().numpy(), result.kept_ratio
+            return MaskResult(everything, self.all_idx, self.all_idx[:0], 1.0, result.reason)
+        return result
 
     def _text_kv(self) -> list:
         """Cross-attention K/V for the frame being generated now (blended while a transition runs)."""
@@ -272,7 +279,7 @@ class StreamingGenerator:
 
     def _recover(self, t: int, pruned_idx: Tensor, source: tuple[Tensor, Tensor] | None) -> None:
         """Fill the current slot's pruned positions, all layers in one call: the clean K/V of the last
-        clean frame (noise-aware), or the last frame's noisy K/V at the same step (`source`, m-degree)."""
+        clean frame, or `source` (k_pre, v), which the recovery mode chose."""
         cos, sin = self.dit.rope.cos_sin(self.positions(t, pruned_idx))
         dst_k, dst_v, dst_k_pre = self.cache.frame(self.cache.current_slot)
         if source is None:
@@ -298,28 +305,27 @@ class StreamingGenerator:
             x = add_noise(source_tokens.float(), noise, sigmas[0])
         x = x[:, keep_idx] if pruned else x
         pos = self.positions(t, keep_idx)
-        mode = self.lipar.recovery
+        recovery = self.recovery
         key_mask = None
-        if pruned:
+        if pruned:  # every mode starts from the clean previous frame's K/V at the pruned positions
             self._recover(t, pruned_idx, None)
-            if mode == "none":
-                key_mask = key_padding_mask(self.cache.valid_tokens, self.cache.current_slot * self.tokens, pruned_idx)
-        m_degree = pruned and mode == "m-degree" and len(self.noisy_kv) == len(sigmas)
+            key_mask = recovery.key_mask(self.cache.valid_tokens, self.cache.current_slot * self.tokens, pruned_idx)
+        refilled = False  # whether the pruned positions now hold something other than the clean copy
         write_idx = self.cache.token_index(self.cache.current_slot, keep_idx)
-        noisy_kv = []
         steps = list(zip(sigmas, next_sigmas(sigmas))) if keep_idx.numel() else []  # all pruned: a still frame
         for i, (sigma, sigma_next) in enumerate(steps):
-            if m_degree:
-                self._recover(t, pruned_idx, self.noisy_kv[i])
+            source_kv = recovery.source(i) if pruned else None
+            if source_kv is not None:
+                self._recover(t, pruned_idx, source_kv)
+                refilled = True
             timestep = self._timestep(sigma)
-            v = self.runner(x.to(self.dtype), pos, timestep, text_kv, write_idx, mode == "m-degree", key_mask)
+            v = self.runner(x.to(self.dtype), pos, timestep, text_kv, write_idx, recovery.stores_step_kv, key_mask)
             x = euler_step(x, v.float(), sigma, sigma_next)
-            if mode == "m-degree":
-                noisy_kv.append(self._slot_snapshot())
-        self.noisy_kv = noisy_kv
+            recovery.after_step(i, self._slot_snapshot)
+        recovery.end_frame()
         clean = restore(x, keep_idx, self.previous_clean) if pruned else x
         # cache pass: the clean frame's K/V (and K before RoPE) go into the cache for later frames
-        if m_degree:
+        if refilled:
             self._recover(t, pruned_idx, None)
         if keep_idx.numel():
             self.runner(x.to(self.dtype), pos, self._timestep(0.0), text_kv, write_idx, True, key_mask)

@@ -6,8 +6,14 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-RecoveryMode = Literal["none", "m-degree", "noise-aware"]
+# Named after what they do (lipar/recovery.py): the paper's M-degree is not a recovery mode but the
+# attention window (sinks + the last m frames, engine.config.KVWindow), which every mode shares.
+RecoveryMode = Literal["exclude", "noisy-copy", "noise-aware"]
 RECOVERY_MODES: tuple[str, ...] = get_args(RecoveryMode)
+RENAMED_MODES = {
+    "none": "exclude",  # pruned keys are left out of attention
+    "m-degree": "noisy-copy",  # the previous frame's K/V of the same denoising step
+}
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,25 @@ class LiparConfig:
     # A scene cut (keep everything, reset the references) is declared when more than this fraction of
     # the tokens changed by more than tau_short since the previous frame; 1.0 never declares one.
     scene_cut: float = 0.5
-    recovery: RecoveryMode = "noise-aware"
+    # "noisy-copy", not the paper's "noise-aware", by measurement (benchmarks/results/lipar_quality.md):
+    # on the shipped tiny model kept tokens next to clean copies drift away from the unpruned output
+    # (22-26 dB on unseen static clips) while copies at the right noise level keep 34-39 dB. DESIGN.md
+    # 4.3 forbids duplicating the *current* step's noisy K/V; this copies the previous frame's.
+    recovery: RecoveryMode = "noisy-copy"
+    # Drift rules (DESIGN.md 4.6a), each measured on unseen clips (benchmarks/results/lipar_quality.md):
+    # after a reset, a scene cut, a mode switch or a prompt change this many latent frames are computed
+    # whole (the first frame included): pruning right after a context-free frame freezes tokens to an
+    # unsettled output.
+    warmup_frames: int = 3
+    # a token is only pruned once its own *output* has settled: its clean latent changed less than this
+    # (trimmed mean, latent units) the last time it was computed. None: the model's calibrated default.
+    tau_output: float | None = None
+    # tokens around an unsettled output recomputed too; 1 cost 0.02-0.09 kept for < 1 dB (measured with
+    # noise-aware recovery on two clips)
+    output_margin: int = 0
+    # every token is recomputed at least every `max_age` frames, staggered over the grid so the cost
+    # stays flat; 0 = no bound. Restored tokens otherwise keep K/V computed against a context long gone.
+    max_age: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -47,17 +71,36 @@ class LiparConfig:
             raise ValueError(f"LiparConfig.min_keep must lie in [0, 1], got {self.min_keep}")
         if not 0.0 < self.scene_cut <= 1.0:
             raise ValueError(f"LiparConfig.scene_cut must lie in (0, 1], got {self.scene_cut}")
+        if self.recovery in RENAMED_MODES:
+            raise ValueError(
+                f"LiparConfig.recovery {self.recovery!r} was renamed {RENAMED_MODES[self.recovery]!r} "
+                "(modes are named after what they do; the paper's M-degree is the attention window)"
+            )
         if self.recovery not in RECOVERY_MODES:
             raise ValueError(f"LiparConfig.recovery must be one of {', '.join(RECOVERY_MODES)}, got {self.recovery!r}")
+
+        for name in ("warmup_frames", "output_margin", "max_age"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"LiparConfig.{name} must be an int >= 0, got {value!r}")
+        if self.max_age == 1:
+            raise ValueError("LiparConfig.max_age 1 would recompute every token every frame; use 0 (no bound) or >= 2")
+        tau = self.tau_output
+        if tau is not None and not (isinstance(tau, (int, float)) and tau > 0 and not math.isnan(tau)):
+            raise ValueError(f"LiparConfig.tau_output must be None or a number > 0 (inf: off), got {tau!r}")
 
     @property
     def is_resolved(self) -> bool:
         return self.tau_short is not None and self.tau_long is not None
 
-    def resolved(self, default_short: float, default_long: float) -> LiparConfig:
-        """This config with unset thresholds replaced by a model's calibrated defaults."""
+    def resolved(self, default_short: float, default_long: float, default_output: float | None = None) -> LiparConfig:
+        """This config with unset thresholds replaced by a model's calibrated defaults (a model with no
+        calibrated output threshold leaves the settled-output rule off: inf)."""
         return replace(
             self,
             tau_short=default_short if self.tau_short is None else self.tau_short,
             tau_long=default_long if self.tau_long is None else self.tau_long,
+            tau_output=(math.inf if default_output is None else default_output)
+            if self.tau_output is None
+            else self.tau_output,
         )

@@ -5,6 +5,14 @@ absolute differences of those values. A token is pruned when it changed little s
 frame (d_short < tau_short) and since the frame at which it was last recomputed (d_long < tau_long);
 the second test stops slow drift from being pruned forever.
 
+Three drift rules (DESIGN.md 4.6a) sit on top of the source test, because a restored token is a copy of
+the model's *output*, and the output does not only follow the source: (1) warm-up: `warmup_frames`
+whole frames after a reset, a scene cut, a mode switch or a prompt change (`hold`); (2) settled
+output: a token is pruned only if its clean latent changed less than `tau_output` the last time it was
+computed (`observe_output` measures it), with an `output_margin` around unsettled tokens; (3) bounded
+age: every token is recomputed at least every `max_age` frames, on a fixed staggered pattern so that
+each frame refreshes the same share of the grid.
+
 Everything runs as tensor ops on the latent's device; the only host sync per frame reads the kept
 count and the scene-cut flag, which the result's indices need anyway.
 """
@@ -40,6 +48,16 @@ def token_distance(a: Tensor, b: Tensor, trim: float) -> Tensor:
     if cut:
         values = values.sort(dim=-1).values[..., cut : values.shape[-1] - cut]
     return values.mean(dim=-1)
+
+
+def refresh_phase(grid: tuple[int, int], period: int) -> Tensor:
+    """(gh, gw) int64 in [0, period): frame f refreshes the tokens whose phase is f mod period. Tokens
+    are dealt out along anti-diagonals with a stride coprime to the period, so each frame's share is
+    spread over the whole grid (no band of refreshed tokens sweeping the frame)."""
+    gh, gw = grid
+    rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    stride = next(s for s in range(period // 2 + 1, 2 * period + 2) if math.gcd(s, period) == 1)
+    return (rows * stride + cols) % period
 
 
 def median3x3(d: Tensor) -> Tensor:
@@ -107,7 +125,12 @@ class StreamingMask:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the stream: the next frame is kept whole and becomes the reference."""
+        """Forget the stream: the next `warmup_frames` frames are kept whole; the first is the reference."""
+        self._frame = 0
+        self._warm = 0  # frames still to keep whole after the current one (warm-up)
+        self._out_change: Tensor | None = None  # (gh, gw) output change at each token's last computation
+        self._last_output: Tensor | None = None  # (C, h, w) the previous frame's clean latent
+        self._phase = refresh_phase(self.grid, self.config.max_age) if self.config.max_age else None
         self._previous: Tensor | None = None  # (C, h, w) s_{t-1}
         self._reference: Tensor | None = None  # (C, h, w) source latent when each position was last kept
         self._ema_short: Tensor | None = None  # (gh, gw) smoothed d_short of the previous frame
@@ -115,21 +138,30 @@ class StreamingMask:
         self._fresh_short: Tensor | None = None  # (gh, gw) bool: no d_short history (after a scene cut)
         self._fresh_long: Tensor | None = None  # (gh, gw) bool: reference just replaced, d_long restarts
 
+    def hold(self, frames: int) -> None:
+        """Keep the next `frames` frames whole (a prompt change: the output changes everywhere while the
+        source may not), without forgetting the stream."""
+        self._warm = max(self._warm, frames)
+
     def update(self, latent: Tensor) -> MaskResult:
         """latent (C, h, w) source latent s_t with (h, w) = 2 * grid -> the keep mask for this frame."""
         self._check(latent)
         gh, gw = self.grid
         if not self.config.enabled:
             return _result(torch.ones(gh, gw, dtype=torch.bool, device=latent.device), False, "disabled")
+        cfg = self.config
+        self._frame += 1
         if self._previous is None:
             keep = torch.ones(gh, gw, dtype=torch.bool, device=latent.device)
             self._previous, self._reference = latent.clone(), latent.clone()
             self._fresh_short = torch.ones_like(keep)
             self._fresh_long = torch.ones_like(keep)
             self._ema_short = self._ema_long = torch.zeros(gh, gw, device=latent.device)
+            self._out_change = torch.full((gh, gw), math.inf, device=latent.device)  # never measured
+            self._phase = None if self._phase is None else self._phase.to(latent.device)
+            self._warm = max(self._warm, cfg.warmup_frames - 1)
             return _result(keep, False, "first")
 
-        cfg = self.config
         d_short = median3x3(token_distance(latent, self._previous, cfg.trim))
         d_long = median3x3(token_distance(latent, self._reference, cfg.trim))
         cut = (d_short > cfg.tau_short).float().mean() > cfg.scene_cut  # 0-d bool, stays on device
@@ -137,7 +169,12 @@ class StreamingMask:
         a = cfg.temporal
         d_short = (1 - a) * d_short + a * torch.where(self._fresh_short, d_short, self._ema_short)
         d_long = (1 - a) * d_long + a * torch.where(self._fresh_long, d_long, self._ema_long)
-        keep = compute_mask(d_short, d_long, cfg) | cut
+        warming = self._warm > 0
+        if warming:
+            self._warm -= 1
+            keep = torch.ones(gh, gw, dtype=torch.bool, device=latent.device)
+        else:
+            keep = compute_mask(d_short, d_long, cfg) | self._unsettled() | self._due() | cut
 
         self._previous = latent.clone()
         keep_px = keep.repeat_interleave(2, 0).repeat_interleave(2, 1)  # (h, w)
@@ -145,7 +182,38 @@ class StreamingMask:
         self._ema_short, self._ema_long = d_short, d_long
         self._fresh_short = cut.expand(gh, gw)
         self._fresh_long = keep
-        return _result(keep, cut, "pruned")
+        result = _result(keep, cut, "warmup" if warming else "pruned")
+        if result.reason == "scene_cut":  # a new scene: its first frames are as unsettled as a start's
+            self._warm = cfg.warmup_frames - 1
+            self._out_change.fill_(math.inf)
+        return result
+
+    def observe_output(self, clean: Tensor, keep: Tensor) -> None:
+        """After the frame: clean (C, h, w) is its clean latent, keep (gh, gw) the tokens computed for it.
+        Measures how much each computed token's output moved since the previous frame; restored tokens
+        keep their last measurement (their output did not move, because it was not recomputed)."""
+        if self._out_change is None:  # nothing updated the mask yet (disabled, or text-to-video)
+            return
+        if self._last_output is not None and self._last_output.shape == clean.shape:
+            change = token_distance(clean, self._last_output, self.config.trim)
+            self._out_change = torch.where(keep, change, self._out_change)
+        self._last_output = clean.float().clone()
+
+    def _unsettled(self) -> Tensor:
+        """(gh, gw) bool: tokens whose output had not settled when last computed, plus a margin."""
+        tau = self.config.tau_output
+        if tau is None or math.isinf(tau):  # the rule is off
+            return torch.zeros(self.grid, dtype=torch.bool, device=self._out_change.device)
+        unsettled = (self._out_change >= tau).float()  # inf (never measured) is unsettled
+        if self.config.output_margin:
+            unsettled = _dilate(unsettled, self.config.output_margin)
+        return unsettled > 0.5
+
+    def _due(self) -> Tensor:
+        """(gh, gw) bool: the tokens whose turn it is to be refreshed (bounded age)."""
+        if self._phase is None:
+            return torch.zeros(self.grid, dtype=torch.bool, device=self._out_change.device)
+        return self._phase == self._frame % self.config.max_age
 
     def _check(self, latent: Tensor) -> None:
         gh, gw = self.grid

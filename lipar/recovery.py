@@ -1,15 +1,20 @@
 """Attention recovery: give self-attention a complete current frame although only kept tokens were
-computed (DESIGN.md §4.3). The three `LiparConfig.recovery` modes:
+computed (DESIGN.md §4.3). The `LiparConfig.recovery` modes, named after what they do:
 
 - "noise-aware" (the paper's method): pruned positions take the *clean* pre-RoPE K and V of the same
   position from the latest clean frame in the cache, K rotated at the current frame's time index.
   Duplicating the current step's noisy K/V instead correlates the noise and inflates attention.
-- "m-degree": the same copy, but from the previous frame's K/V at the same denoising step, which the
-  engine keeps; call `recover_kv` with those buffers as the source.
-- "none": pruned positions are left out of attention; `key_padding_mask` says which keys to attend.
+- "noisy-copy" (an ablation; this project once called it "m-degree", which is the paper's name for the
+  attention *window*, engine.config.KVWindow): the same copy, but from the previous frame's K/V at the
+  same denoising step, which the engine keeps.
+- "exclude" (an ablation, once "none"): pruned positions are left out of attention (`key_padding_mask`).
+
+Each mode is one small object with the same four calls, so the denoising loop reads the same for all.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -61,7 +66,7 @@ def recover_kv(
 
 
 def key_padding_mask(valid_len: int, current_slot_offset: int, pruned_idx: Tensor) -> Tensor:
-    """For recovery "none": (valid_len,) bool over the valid keys, True = attend, False at the pruned
+    """For recovery "exclude": (valid_len,) bool over the valid keys, True = attend, False at the pruned
     tokens of the current frame, whose slot starts at key `current_slot_offset`."""
     if not 0 <= current_slot_offset < valid_len:
         raise ValueError(f"current_slot_offset {current_slot_offset} must lie in [0, valid_len={valid_len})")
@@ -69,3 +74,65 @@ def key_padding_mask(valid_len: int, current_slot_offset: int, pruned_idx: Tenso
         raise ValueError("pruned_idx must be a 1-D int64 tensor")
     mask = torch.ones(valid_len, dtype=torch.bool, device=pruned_idx.device)
     return mask.index_fill_(0, pruned_idx + current_slot_offset, False)
+
+
+SlotKV = tuple[Tensor, Tensor]  # (k_pre, v) of every layer for the current frame's cache slot
+
+
+class Recovery:
+    """ "noise-aware": the generator fills the pruned positions from the clean previous frame before the
+    first pass of every frame; this mode then leaves them as they are. The generator calls, for a frame
+    with pruned tokens, `key_mask` once, `source(step)` before each denoising step (None: leave the slot
+    as it is), and `after_step`; then `end_frame` for every frame. The cache pass always sees the clean
+    K/V, so the cache only ever holds clean frames."""
+
+    name = "noise-aware"
+    stores_step_kv = False  # whether denoising steps write K before RoPE into the slot (for `after_step`)
+
+    def key_mask(self, valid_len: int, current_slot_offset: int, pruned_idx: Tensor) -> Tensor | None:
+        return None
+
+    def source(self, step: int) -> SlotKV | None:
+        return None
+
+    def after_step(self, step: int, snapshot: Callable[[], SlotKV]) -> None:
+        pass
+
+    def end_frame(self) -> None:
+        pass
+
+
+class ExcludeRecovery(Recovery):
+    name = "exclude"
+
+    def key_mask(self, valid_len: int, current_slot_offset: int, pruned_idx: Tensor) -> Tensor | None:
+        return key_padding_mask(valid_len, current_slot_offset, pruned_idx)
+
+
+class NoisyCopyRecovery(Recovery):
+    """Before step i, the pruned positions take the previous frame's K/V after its step i (when the
+    previous frame ran as many steps; else they keep the clean copy)."""
+
+    name = "noisy-copy"
+    stores_step_kv = True
+
+    def __init__(self) -> None:
+        self._previous: list[SlotKV] = []
+        self._current: list[SlotKV] = []
+
+    def source(self, step: int) -> SlotKV | None:
+        return self._previous[step] if step < len(self._previous) else None
+
+    def after_step(self, step: int, snapshot: Callable[[], SlotKV]) -> None:
+        self._current.append(snapshot())
+
+    def end_frame(self) -> None:
+        self._previous, self._current = self._current, []
+
+
+def make_recovery(mode: str) -> Recovery:
+    """A fresh recovery object for a `LiparConfig.recovery` mode (state starts empty: use one per stream)."""
+    for cls in (Recovery, ExcludeRecovery, NoisyCopyRecovery):
+        if cls.name == mode:
+            return cls()
+    raise ValueError(f"unknown recovery mode {mode!r}")

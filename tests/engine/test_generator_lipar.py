@@ -7,7 +7,7 @@ import torch
 from engine.dit import patchify
 from engine.generator import StreamingGenerator
 from engine.rope import apply_rope
-from lipar.config import LiparConfig
+from lipar.config import RECOVERY_MODES, LiparConfig
 
 SIZE = 64  # 4x4 tokens
 
@@ -60,7 +60,17 @@ def tiny_tau(recovery="noise-aware"):
             z = [g.encode_source(f)[0] for f in clip(2)]
         _TAU["tau"] = float(token_distance(z[1], z[0], 0.2).median())
     tau = _TAU["tau"]
-    return LiparConfig(tau_short=tau, tau_long=2 * tau, temporal=0.0, dilation=0, scene_cut=1.0, recovery=recovery)
+    return LiparConfig(
+        tau_short=tau,
+        tau_long=2 * tau,
+        temporal=0.0,
+        dilation=0,
+        scene_cut=1.0,
+        recovery=recovery,
+        warmup_frames=1,  # prune from frame 1 on: these tests look at one pruned frame
+        max_age=0,
+        tau_output=float("inf"),
+    )
 
 
 def test_unchanged_region_is_pruned_and_restored_exactly(gen):
@@ -116,7 +126,7 @@ def test_recovery_equals_recomputed_clean_previous_frame_kv(gen):
             torch.testing.assert_close(k_cache[:, pruned], apply_rope(k_pre[:, pruned], cos, sin), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["none", "m-degree", "noise-aware"])
+@pytest.mark.parametrize("mode", RECOVERY_MODES)
 def test_recovery_modes_run_and_differ_only_where_they_should(gen, mode):
     frames = clip(5)
     outs = run(gen, tiny_tau(mode), frames)
@@ -126,10 +136,11 @@ def test_recovery_modes_run_and_differ_only_where_they_should(gen, mode):
 
 def test_ablation_modes_change_the_kept_tokens(gen):
     frames = clip(5)
-    results = {m: run(gen, tiny_tau(m), frames) for m in ("none", "noise-aware")}
+    results = {m: run(gen, tiny_tau(m), frames) for m in RECOVERY_MODES}
     # same masks, different attention context for the kept tokens -> different outputs
-    np.testing.assert_array_equal(results["none"][3].mask, results["noise-aware"][3].mask)
-    assert not np.array_equal(results["none"][3].frames[0], results["noise-aware"][3].frames[0])
+    for a, b in [("exclude", "noise-aware"), ("noisy-copy", "noise-aware")]:
+        np.testing.assert_array_equal(results[a][3].mask, results[b][3].mask)
+        assert not np.array_equal(results[a][3].frames[0], results[b][3].frames[0])
 
 
 def test_lipar_can_be_switched_between_frames(gen):
@@ -153,3 +164,26 @@ def test_text_to_video_never_prunes(gen):
 def test_patchify_of_source_matches_mask_grid(gen):
     latent = torch.randn(1, gen.cfg.latent_channels, gen.latent_h, gen.latent_w)
     assert patchify(latent).shape[1] == gen.grid[0] * gen.grid[1]
+
+
+def warm(gen, warmup=3):
+    """tiny_tau with a warm-up: what each trigger must start again."""
+    import dataclasses
+
+    return dataclasses.replace(tiny_tau(), warmup_frames=warmup)
+
+
+def test_warmup_after_reset_prompt_change_and_mode_switch(gen):
+    frames = clip(12)
+    gen.set_lipar(warm(gen, 3))
+    gen.reset()
+    kept = [gen.step(f).stats["kept_ratio"] for f in frames[:4]]
+    assert kept[:3] == [1.0, 1.0, 1.0] and kept[3] < 1.0  # reset: 3 whole frames
+    gen.set_prompt("a red ball", transition_frames=2)
+    kept = [gen.step(f).stats["kept_ratio"] for f in frames[4:10]]
+    assert kept[:5] == [1.0] * 5 and kept[5] < 1.0  # prompt change: the 2-frame blend + 3 frames
+    gen.step(None)  # a text-to-video frame: a mode switch
+    out = [gen.step(f) for f in frames[10:12]]
+    assert [o.stats["kept_ratio"] for o in out] == [1.0, 1.0]
+    assert out[0].stats["mask_reason"] == "first" and out[1].stats["mask_reason"] == "warmup"
+    gen.set_prompt("a green square moving right over blue stripes")

@@ -8,7 +8,7 @@ from lipar.config import LiparConfig
 
 def test_defaults_are_valid_and_unresolved():
     cfg = LiparConfig()
-    assert cfg.enabled and cfg.recovery == "noise-aware"
+    assert cfg.enabled and cfg.recovery == "noisy-copy"
     assert not cfg.is_resolved
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -8,7 +9,8 @@ from lipar.config import LiparConfig
 from lipar.mask import StreamingMask, compute_mask, median3x3, token_distance
 
 C, GH, GW = 4, 12, 12
-CFG = LiparConfig(tau_short=0.15, tau_long=0.3)
+# the source test alone (no warm-up beyond the first frame, no age bound): the drift rules have their own tests
+CFG = LiparConfig(tau_short=0.15, tau_long=0.3, warmup_frames=1, max_age=0)
 
 
 def static_background(seed: int = 0) -> torch.Tensor:
@@ -37,9 +39,7 @@ def test_token_distance_is_the_trimmed_mean_of_each_tokens_values():
             values = np.sort(diff[:, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2].ravel())  # 12 values
             cut = int(0.2 * 12)
             assert got[r, c].item() == pytest.approx(values[cut : 12 - cut].mean(), rel=1e-6)
-    assert torch.allclose(
-        token_distance(a, b, trim=0.0), torch.from_numpy(diff).view(3, 2, 2, 3, 2).mean((0, 2, 4))
-    )
+    assert torch.allclose(token_distance(a, b, trim=0.0), torch.from_numpy(diff).view(3, 2, 2, 3, 2).mean((0, 2, 4)))
 
 
 def test_median3x3_matches_a_replicate_padded_median():
@@ -98,7 +98,7 @@ def test_scene_cut_keeps_everything_and_resets_the_references():
 def test_scene_cut_threshold_of_one_never_cuts():
     a, b = static_background(0), static_background(1)
     results = run(
-        StreamingMask(LiparConfig(tau_short=0.15, tau_long=0.3, scene_cut=1.0), (GH, GW)), [a, a, b]
+        StreamingMask(dataclasses.replace(CFG, tau_short=0.15, tau_long=0.3, scene_cut=1.0), (GH, GW)), [a, a, b]
     )
     assert results[2].reason == "pruned" and results[2].kept_ratio == 1.0
 
@@ -123,7 +123,7 @@ def test_slow_drift_is_eventually_kept_thanks_to_d_long():
     # the reference moved: the next frames are pruned again until the drift accumulates anew
     assert not bool(results[first + 2].keep.any())
 
-    never = run(StreamingMask(LiparConfig(tau_short=0.15, tau_long=math.inf), (GH, GW)), drifting(16))
+    never = run(StreamingMask(dataclasses.replace(CFG, tau_short=0.15, tau_long=math.inf), (GH, GW)), drifting(16))
     assert all(r.kept_ratio == 0.0 for r in never[1:]), "without d_long the drift is pruned forever"
 
 
@@ -133,18 +133,20 @@ def test_min_keep_floor_adds_the_tokens_closest_to_being_kept():
     moved[:, 8:16, 8:16] += 0.1  # 4x4 tokens change, below tau_short: pruned without a floor
     region = torch.zeros(GH, GW, dtype=torch.bool)
     region[4:8, 4:8] = True
-    floor = LiparConfig(tau_short=0.15, tau_long=0.3, min_keep=0.05)
+    floor = dataclasses.replace(CFG, tau_short=0.15, tau_long=0.3, min_keep=0.05)
     result = run(StreamingMask(floor, (GH, GW)), [bg, moved])[-1]
     assert result.keep_idx.numel() == math.ceil(0.05 * GH * GW)
     assert bool(region[result.keep].all())
     assert run(StreamingMask(CFG, (GH, GW)), [bg, moved])[-1].kept_ratio == 0.0
-    full = run(StreamingMask(LiparConfig(tau_short=0.15, tau_long=0.3, min_keep=1.0), (GH, GW)), [bg, bg])[-1]
+    full = run(StreamingMask(dataclasses.replace(CFG, tau_short=0.15, tau_long=0.3, min_keep=1.0), (GH, GW)), [bg, bg])[
+        -1
+    ]
     assert full.kept_ratio == 1.0
 
 
 def test_tau_zero_keeps_everything():
     bg = static_background()
-    results = run(StreamingMask(LiparConfig(tau_short=0.0, tau_long=0.0), (GH, GW)), [bg, bg, bg])
+    results = run(StreamingMask(dataclasses.replace(CFG, tau_short=0.0, tau_long=0.0), (GH, GW)), [bg, bg, bg])
     assert all(r.kept_ratio == 1.0 for r in results)
 
 
@@ -161,7 +163,7 @@ def test_temporal_smoothing_damps_a_one_frame_flicker():
     flicker[:, 4:12, 4:12] += 0.2  # between tau_short and tau_short / (1 - temporal)
     frames = [bg, bg, flicker]
     smoothed = run(StreamingMask(CFG, (GH, GW)), frames)[-1]
-    raw = run(StreamingMask(LiparConfig(tau_short=0.15, tau_long=0.3, temporal=0.0), (GH, GW)), frames)[-1]
+    raw = run(StreamingMask(dataclasses.replace(CFG, tau_short=0.15, tau_long=0.3, temporal=0.0), (GH, GW)), frames)[-1]
     assert smoothed.kept_ratio == 0.0
     assert raw.kept_ratio > 0.0
 
