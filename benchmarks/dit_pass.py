@@ -4,9 +4,10 @@
 
 Random weights (timing only), bf16, CUDA events, median of --repeats passes. The floor is the
 pass's matmul FLOPs over this card's measured bf16 matmul rate (an 8192^3 product, same run).
-Variants, in this order on one model (each failure is recorded, not fatal): eager; CUDA graph with
-SDPA's own choice and with each attention backend forced; the blocks compiled (eager and graph);
-FP8 linears (row-wise and per-tensor scales, compiled, graph) on copies of the same weights.
+Variants, in this order on one model (each failure is recorded, not fatal): eager; CUDA graphs with
+SDPA's own choice, with the per-shape tuned attention (`lipar.kernels.attention`), and with each of
+--backends forced; the blocks compiled (eager; graphs with SDPA and tuned attention); FP8 linears
+(row-wise and per-tensor scales, compiled, graphs) on copies of the same weights.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from engine.config import get_config  # noqa: E402
 from engine.dit import CausalDiT, init_weights  # noqa: E402
 from engine.fp8 import SCALINGS, quantize_linears  # noqa: E402
 from engine.kv_cache import RollingKVCache  # noqa: E402
-from lipar.kernels.attention import BACKENDS, set_attention_backend  # noqa: E402
+from lipar.kernels.attention import set_attention_backend  # noqa: E402
 
 
 def time_cuda(fn, repeats: int, warmup: int = 3) -> list[float]:
@@ -57,6 +58,9 @@ def main() -> None:
     p.add_argument("--size", default=None, help="HxW (default: the model's)")
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--no-fp8", action="store_true", help="skip the FP8 variants")
+    p.add_argument(
+        "--backends", default="flash,efficient,cudnn,split_kv,cudnn_split", help="attention backends to force, each"
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/dit_pass"))
     a = p.parse_args()
     cfg = get_config(a.model)
@@ -94,16 +98,24 @@ def main() -> None:
             results[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
         print(name, {k: v for k, v in results[name].items() if k != "ms"}, flush=True)
 
+    def graphs(backend: str | None, compiled: bool, m: CausalDiT = model):
+        def make():
+            set_attention_backend(backend)  # read when the graphs are captured (first call)
+            return CudaGraphRunner(m, cache, compiled=compiled)
+
+        return make
+
     results: dict[str, dict] = {}
     with torch.inference_mode():
         timed("eager", lambda: EagerRunner(model, cache))
-        timed("cudagraph", lambda: CudaGraphRunner(model, cache, compiled=False))
-        for backend in BACKENDS[1:]:
-            set_attention_backend(backend)
-            timed(f"cudagraph+{backend}", lambda: CudaGraphRunner(model, cache, compiled=False))
+        timed("cudagraph+sdpa", graphs("sdpa", False))  # the committed state before issue 15
+        timed("cudagraph", graphs(None, False))  # attention tuned per shape
+        for backend in filter(None, a.backends.split(",")):
+            timed(f"cudagraph+{backend}", graphs(backend, False))
         set_attention_backend(None)
         timed("compiled", lambda: (model.compile_blocks(), EagerRunner(model, cache))[1])
-        timed("cudagraph+compiled", lambda: CudaGraphRunner(model, cache, compiled=True))
+        timed("cudagraph+compiled+sdpa", graphs("sdpa", True))
+        timed("cudagraph+compiled", graphs(None, True))  # the shipped default
         for scaling in SCALINGS:
             if a.no_fp8:
                 break
@@ -112,9 +124,10 @@ def main() -> None:
             fp8.load_state_dict(model.state_dict())
             fp8.to(dtype).eval()
             quantize_linears(fp8, scaling)
-            timed(f"cudagraph+compiled+fp8_{scaling}", lambda m=fp8: CudaGraphRunner(m, cache, compiled=True))
+            timed(f"cudagraph+compiled+fp8_{scaling}", graphs(None, True, fp8))
             del fp8
             torch.cuda.empty_cache()
+        set_attention_backend(None)
     rate = matmul_rate()
     context = cache.valid_tokens
     flops = model.flops_per_token(context, cfg.text_len) * n

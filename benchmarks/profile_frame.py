@@ -7,10 +7,11 @@ clip, LIPAR off (the unpruned baseline), steady state (KV window full, every CUD
 For each variant it times --frames latent frames (wall clock around `step()`, which ends with the
 frames on the host), then profiles one more frame. Variants, in this order on one generator:
 
-- `shipped`: the generator as constructed (the committed defaults);
-- `compiled`: the DiT graphs re-captured with the blocks compiled (`CudaGraphRunner(compiled=True)`);
-- `compiled+<backend>`: the same with one attention backend forced (`--backends`);
-- `compiled+fp8_row`: the same with FP8 linears, row-wise scales (last: it replaces the weights).
+- `before`: CUDA graphs of the uncompiled blocks, attention by SDPA's own choice (the state before
+  issue 15);
+- `shipped`: the generator's defaults (blocks compiled inside the graphs, attention tuned per shape);
+- `shipped+<backend>`: the same with one attention backend forced (`--backends`, default none);
+- `shipped+fp8_row`: the same with FP8 linears, row-wise scales (last: it replaces the weights).
 
 Writes profile_frame.json (every variant's latencies, stages, kernel table, host-sync count) and
 profile_frame.md (the tables). Kernel shares are of the summed kernel time of the profiled frame.
@@ -165,7 +166,7 @@ def main() -> None:
     p.add_argument("--size", default="480x832")
     p.add_argument("--frames", type=int, default=12, help="timed latent frames per variant")
     p.add_argument("--top", type=int, default=25, help="kernels in the table")
-    p.add_argument("--backends", default="cudnn", help="comma list of attention backends to force (or empty)")
+    p.add_argument("--backends", default="", help="comma list of attention backends to force, one variant each")
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
@@ -188,18 +189,21 @@ def main() -> None:
         print(name, {k: v for k, v in variants[name].items() if k != "profile"}, flush=True)
 
     with torch.inference_mode():
+        set_attention_backend("sdpa")
+        gen.runner = CudaGraphRunner(gen.dit, gen.cache, compiled=False)  # before any capture or compile
+        run("before")
+        set_attention_backend(None)
+        gen.runner = CudaGraphRunner(gen.dit, gen.cache)  # fresh graphs with the defaults
         run("shipped")
-        gen.runner = CudaGraphRunner(gen.dit, gen.cache, compiled=True)  # fresh graphs, compiled blocks
-        run("compiled")
         for backend in filter(None, a.backends.split(",")):
             set_attention_backend(backend)
-            gen.runner = CudaGraphRunner(gen.dit, gen.cache, compiled=True)  # re-capture with it
-            run(f"compiled+{backend}")
+            gen.runner = CudaGraphRunner(gen.dit, gen.cache)  # re-captured with it
+            run(f"shipped+{backend}")
         set_attention_backend(None)
         if not a.no_fp8:
             quantize_linears(gen.dit, "row")
-            gen.runner = CudaGraphRunner(gen.dit, gen.cache, compiled=True)
-            run("compiled+fp8_row")
+            gen.runner = CudaGraphRunner(gen.dit, gen.cache)
+            run("shipped+fp8_row")
     result = {
         "model": a.model,
         "size": a.size,

@@ -7,8 +7,9 @@ GPU, so the speed-up stays well below 4x (DESIGN.md §4.6). Here the keys are al
 one program per (query block, batch * head, chunk), each writing a partial output and its
 log-sum-exp; a second small kernel merges the chunks.
 
-`attention()` is the entry point: per call it takes the backend measured fastest for that query
-count (`choose_backend`: SDPA's own choice, one of its kernels forced, or the split-KV kernel).
+`attention()` is the entry point: for each shape it runs the kernel measured fastest on this card
+at first use (`tuned_choice`: SDPA's own choice, flash forced, this split-KV kernel, or stock cuDNN
+over KV chunks merged by this file's combine kernel).
 
 Layouts follow the KV cache: q (B, Lq, H, D), k/v (B, Lk, H, D), any strides (cache views).
 """
@@ -16,6 +17,7 @@ Layouts follow the KV cache: q (B, Lq, H, D), k/v (B, Lk, H, D), any strides (ca
 from __future__ import annotations
 
 import functools
+import logging
 import math
 
 import torch
@@ -28,6 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from lipar.kernels import use_triton
 
 _LOG2E = 1.4426950408889634
+log = logging.getLogger(__name__)
 
 
 def attention_reference(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
@@ -37,22 +40,24 @@ def attention_reference(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None
     return out.transpose(1, 2)
 
 
-# SDPA's own backends, each forced in turn by `sdpa_kernel` ("sdpa" lets PyTorch pick).
+# SDPA's own backends, each forced by `sdpa_kernel` ("sdpa" lets PyTorch pick: cuDNN on an H200).
 STOCK_BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
     "cudnn": SDPBackend.CUDNN_ATTENTION,
 }
-BACKENDS = ("sdpa", *STOCK_BACKENDS, "split_kv")
-# The fastest backend per query count at Wan2.1-1.3B's shapes (12 heads of 128 against the 12,480-key
-# window), measured on an H200 (benchmarks/kernels.py -> benchmarks/results/gpu_h200/kernels.json):
-# (largest query count, backend), in increasing order; counts above the last bound take its backend.
-MEASURED_CHOICE: tuple[tuple[int, str], ...] = ((1560, "sdpa"),)
+# "auto": time the candidates on first use of each shape and keep the fastest correct one.
+BACKENDS = ("auto", "sdpa", *STOCK_BACKENDS, "split_kv", "cudnn_split")
+CUDNN_SPLITS = (2, 3, 4, 5, 6, 8, 10)  # KV chunk counts the tuner tries for cudnn_split
+MIN_CHUNK = 256  # keys per chunk at least: shorter chunks cost more in merging than they win
+TUNE_REPEATS = 5
+TUNE_TOLERANCE = 2e-2  # a candidate's relative difference to SDPA above this is wrong, not rounding
 _forced: str | None = None
+_tuned: dict[tuple, tuple[str, int]] = {}  # (backend, shapes, dtype, device) -> (kernel, KV splits)
 
 
 def set_attention_backend(name: str | None) -> None:
-    """Force one backend for every unmasked CUDA call (benchmarks), or None for the measured choice."""
+    """Force one backend for every unmasked 16-bit CUDA call (benchmarks), or None for "auto"."""
     if name is not None and name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     global _forced
@@ -60,22 +65,93 @@ def set_attention_backend(name: str | None) -> None:
 
 
 def choose_backend(lq: int, head_dim: int, dtype: torch.dtype, on_cuda: bool, masked: bool) -> str:
-    """Which kernel runs softmax(q k^T) v for `lq` queries of `head_dim` (every key count is served).
+    """Which backend serves softmax(q k^T) v for `lq` queries of `head_dim` (any key count).
 
     The Triton switch (`lipar.kernels.set_triton("attention", True)`) sends every CUDA call to the
-    split-KV kernel; otherwise masked calls go to SDPA, a forced backend is used as forced, and
-    16-bit calls of head dim 128 (the measured regime) follow `MEASURED_CHOICE`."""
+    split-KV kernel. Otherwise CPU, masked (the `none` ablation) and float32 calls go to SDPA, a
+    forced backend is used as forced, and the rest are tuned ("auto", see `tuned_choice`)."""
     if not on_cuda:
         return "sdpa"
     if use_triton("attention"):
         return "split_kv"
-    if masked:
+    if masked or dtype not in (torch.bfloat16, torch.float16):
         return "sdpa"
-    if _forced is not None:
-        return _forced
-    if head_dim != 128 or dtype not in (torch.bfloat16, torch.float16):
-        return "sdpa"
-    return next((name for bound, name in MEASURED_CHOICE if lq <= bound), MEASURED_CHOICE[-1][1])
+    return _forced or "auto"
+
+
+def candidates(backend: str, lk: int, head_dim: int) -> list[tuple[str, int]]:
+    """(kernel, KV splits) pairs the tuner times for `backend`: "auto" tries SDPA's choice, flash
+    forced (its own split heuristic wins at a few hundred queries), the Triton split-KV kernel and
+    cuDNN over KV chunks; "cudnn_split" tries its chunk counts only."""
+    splits = [("cudnn_split", n) for n in CUDNN_SPLITS if lk % n == 0 and lk // n >= MIN_CHUNK]
+    if head_dim & (head_dim - 1):  # the merge kernel reads rows of a power-of-two head dim
+        splits = []
+    if backend == "cudnn_split":
+        return splits
+    return [("sdpa", 1), ("flash", 1), ("split_kv", 0), *splits]
+
+
+def pick_fastest(results: dict[tuple[str, int], tuple[float, float] | None]) -> tuple[str, int]:
+    """The fastest candidate whose output matched SDPA's; results: candidate -> (ms, rel err) or None
+    where it failed. Raises if none qualifies."""
+    ok = {c: r[0] for c, r in results.items() if r is not None and r[1] < TUNE_TOLERANCE}
+    if not ok:
+        raise RuntimeError(f"no attention candidate ran correctly: {results}")
+    return min(ok, key=ok.get)
+
+
+def _run(choice: tuple[str, int], q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    name, splits = choice
+    if name == "sdpa":
+        return attention_reference(q, k, v)
+    if name == "split_kv":
+        return split_kv_attention(q, k, v)
+    if name == "cudnn_split":
+        return cudnn_split_attention(q, k, v, splits)
+    with sdpa_kernel(STOCK_BACKENDS[name]):
+        return attention_reference(q, k, v)
+
+
+def _time_ms(fn) -> float:
+    fn()
+    times = []
+    for _ in range(TUNE_REPEATS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def tuned_choice(backend: str, q: Tensor, k: Tensor, v: Tensor) -> tuple[str, int]:
+    """The kernel for this call's shapes: measured once per shape on this card (the winner depends
+    on the multiprocessor count and on how the programs fill its waves), then looked up. Never
+    measured inside a CUDA-graph capture: the graphs' warm-up runs come first and tune every shape."""
+    if backend not in ("auto", "cudnn_split"):
+        return backend, 1
+    key = (backend, tuple(q.shape), tuple(k.shape), q.dtype, q.device)
+    if key in _tuned:
+        return _tuned[key]
+    options = candidates(backend, k.shape[1], q.shape[-1])
+    if torch.cuda.is_current_stream_capturing():
+        log.warning("attention shape %s first seen inside a graph capture: untuned %s", key[1:3], options[0])
+        return options[0]
+    ref = attention_reference(q, k, v).float()
+    results: dict[tuple[str, int], tuple[float, float] | None] = {}
+    for choice in options:
+        try:
+            out = _run(choice, q, k, v).float()
+            err = ((out - ref).norm() / ref.norm()).item()
+            results[choice] = (_time_ms(lambda c=choice: _run(c, q, k, v)), err)
+        except RuntimeError as e:  # a kernel that cannot take these operands is not a candidate
+            log.debug("attention candidate %s failed: %s", choice, e)
+            results[choice] = None
+    best = _tuned[key] = pick_fastest(results)
+    timed = ", ".join(f"{c[0]}{c[1] if c[0] == 'cudnn_split' else ''} {r[0]:.3f}" for c, r in results.items() if r)
+    log.info("attention Lq=%d Lk=%d: %s (ms: %s)", q.shape[1], k.shape[1], best, timed)
+    return best
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> Tensor:
@@ -86,8 +162,32 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -
         return split_kv_attention(q, k, v, key_mask)
     if backend == "sdpa":
         return attention_reference(q, k, v, key_mask)
-    with sdpa_kernel(STOCK_BACKENDS[backend]):
-        return attention_reference(q, k, v, key_mask)
+    return _run(tuned_choice(backend, q, k, v), q, k, v)
+
+
+def cudnn_split_attention(q: Tensor, k: Tensor, v: Tensor, splits: int) -> Tensor:
+    """Stock cuDNN attention over `splits` KV chunks at once (the chunks as its batch), merged by
+    `_combine_kernel` from each chunk's log-sum-exp. cuDNN runs one program per 64 queries and
+    head, each over the whole KV: 1,560 queries x 12 heads are 1.2 waves on 132 SMs (two waves'
+    time), 780 queries one wave of long programs; chunks make more, shorter programs. q (1, Lq, H, D),
+    k/v (1, Lk, H, D) views of the cache with Lk a multiple of `splits`."""
+    b, lq, h, d = q.shape
+    lk = k.shape[1]
+    if b != 1 or lk % splits:
+        raise ValueError(f"cudnn_split needs batch 1 and keys ({lk}) divisible by the splits ({splits})")
+    chunk = lk // splits
+    qs = q[0].transpose(0, 1).expand(splits, h, lq, d).contiguous()  # (S, H, Lq, D)
+    ks = k[0].unflatten(0, (splits, chunk)).transpose(1, 2)  # (S, H, chunk, D), views of the cache
+    vs = v[0].unflatten(0, (splits, chunk)).transpose(1, 2)
+    o_part, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(qs, ks, vs, None, True)[:2]
+    o_part = o_part.contiguous()  # (S, H, Lq, D): rows of D per (split, head, query), as the merge reads
+    lse = (lse.reshape(splits, h, lq) * _LOG2E).contiguous()  # natural log -> log2 units
+    out = torch.empty_like(q)
+    block_m = 32
+    _combine_kernel[(triton.cdiv(lq, block_m), b * h)](
+        o_part, lse, out, *out.stride(), lq, h, splits, HEAD_DIM=d, BLOCK_D=d, BLOCK_M=block_m, num_warps=4
+    )
+    return out
 
 
 def split_count(programs: int, kv_blocks: int, num_sms: int, max_splits: int = 16) -> int:

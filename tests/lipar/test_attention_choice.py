@@ -1,4 +1,5 @@
-"""Which attention kernel runs for which call (the choice logic; the kernels are tested elsewhere)."""
+"""Which attention kernel runs for which call: the choice logic and the tuner's pick (CPU-checkable;
+the kernels themselves are checked against SDPA in test_kernels*.py and tests/engine/test_backends_cuda.py)."""
 
 import pytest
 import torch
@@ -10,36 +11,52 @@ BF16 = torch.bfloat16
 
 
 @pytest.fixture(autouse=True)
-def measured(monkeypatch):
-    monkeypatch.setattr(attn, "MEASURED_CHOICE", ((400, "split_kv"), (1000, "cudnn"), (1560, "flash")))
+def defaults():
     yield
     attn.set_attention_backend(None)
     set_triton("attention", False)
 
 
-@pytest.mark.parametrize(("lq", "want"), [(1, "split_kv"), (400, "split_kv"), (401, "cudnn"), (1560, "flash")])
-def test_measured_choice_by_query_count(lq, want):
-    assert attn.choose_backend(lq, 128, BF16, on_cuda=True, masked=False) == want
-
-
-def test_counts_past_the_last_bound_take_its_backend():
-    assert attn.choose_backend(5000, 128, torch.float16, on_cuda=True, masked=False) == "flash"
+def test_unmasked_16_bit_cuda_calls_are_tuned():
+    assert attn.choose_backend(780, 128, BF16, on_cuda=True, masked=False) == "auto"
+    assert attn.choose_backend(98, 64, torch.float16, on_cuda=True, masked=False) == "auto"
 
 
 @pytest.mark.parametrize(
-    ("head_dim", "dtype", "on_cuda", "masked"),
-    [(128, BF16, False, False), (128, BF16, True, True), (64, BF16, True, False), (128, torch.float32, True, False)],
+    ("dtype", "on_cuda", "masked"), [(BF16, False, False), (BF16, True, True), (torch.float32, True, False)]
 )
-def test_outside_the_measured_regime_sdpa_runs(head_dim, dtype, on_cuda, masked):
-    assert attn.choose_backend(300, head_dim, dtype, on_cuda, masked) == "sdpa"
+def test_cpu_masked_and_float32_calls_go_to_sdpa(dtype, on_cuda, masked):
+    assert attn.choose_backend(300, 128, dtype, on_cuda, masked) == "sdpa"
 
 
 def test_forcing_and_the_triton_switch():
-    attn.set_attention_backend("efficient")
-    assert attn.choose_backend(300, 128, BF16, on_cuda=True, masked=False) == "efficient"
+    attn.set_attention_backend("flash")
+    assert attn.choose_backend(300, 128, BF16, on_cuda=True, masked=False) == "flash"
     assert attn.choose_backend(300, 128, BF16, on_cuda=False, masked=False) == "sdpa"  # no CUDA kernel on a CPU
     set_triton("attention", True)
     assert attn.choose_backend(1560, 64, torch.float32, on_cuda=True, masked=True) == "split_kv"
+
+
+def test_candidates_split_the_window_into_whole_chunks():
+    lk = 8 * 1560  # Wan's window: 12,480 keys
+    auto = attn.candidates("auto", lk, 128)
+    assert auto[:3] == [("sdpa", 1), ("flash", 1), ("split_kv", 0)]
+    assert [n for _, n in auto[3:]] == [2, 3, 4, 5, 6, 8, 10]
+    assert attn.candidates("cudnn_split", lk, 128) == auto[3:]
+    assert attn.candidates("auto", 600, 128)[3:] == [("cudnn_split", 2)]  # chunks of >= 256 keys only
+    assert attn.candidates("cudnn_split", lk, 96) == []  # the merge kernel needs a power-of-two head dim
+
+
+def test_the_tuner_keeps_the_fastest_correct_candidate():
+    results = {
+        ("sdpa", 1): (0.34, 0.0),
+        ("flash", 1): None,  # failed on these operands
+        ("cudnn_split", 4): (0.10, 0.5),  # fast but wrong
+        ("cudnn_split", 5): (0.21, 3e-3),
+    }
+    assert attn.pick_fastest(results) == ("cudnn_split", 5)
+    with pytest.raises(RuntimeError, match="no attention candidate ran correctly"):
+        attn.pick_fastest({("sdpa", 1): None})
 
 
 def test_cpu_calls_compute_the_reference():
@@ -50,5 +67,5 @@ def test_cpu_calls_compute_the_reference():
 
 
 def test_unknown_backend_is_refused():
-    with pytest.raises(ValueError, match="unknown attention backend 'fa3'; choose one of: sdpa, flash"):
+    with pytest.raises(ValueError, match="unknown attention backend 'fa3'; choose one of: auto, sdpa, flash"):
         attn.set_attention_backend("fa3")
