@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,6 +32,22 @@ HEADER_VARIANTS = (
     {"Origin": "null"},
     {"Authorization": "Bearer \u00e9\u00e9"},
 )
+
+
+class LogProblems(logging.Handler):
+    """Log records that would mean a client reached code it should not: errors and tracebacks.
+    The generator worker's are left out: an injected generator fault is not a client's doing."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (record.levelno >= logging.ERROR or record.exc_info) and record.name != "stream.worker":
+            self.records.append(record)
+
+    def summary(self) -> list[str]:
+        return [f"{r.name}: {r.getMessage()} {r.exc_info[1]!r}" if r.exc_info else r.getMessage() for r in self.records]
 
 
 async def aiortc_offer() -> str:

@@ -21,22 +21,9 @@ TIMEOUT_S = 20
 FLOOD_RATE = 1000.0  # the fuzzing server lets messages through; the rate-limit test uses its own server
 
 
-class Problems(logging.Handler):
-    """Log records that would mean a client reached code it should not: errors, tracebacks."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # the worker's traceback for the injected generator fault is wanted: that one is not a client's doing
-        if (record.levelno >= logging.ERROR or record.exc_info) and record.name != "stream.worker":
-            self.records.append(record)
-
-
 @pytest.fixture(scope="module")
 def problems():
-    handler = Problems()
+    handler = hostile.LogProblems()
     logging.getLogger().addHandler(handler)
     yield handler
     logging.getLogger().removeHandler(handler)
@@ -47,7 +34,7 @@ def server(problems):
     config = ServerConfig(port=0, max_viewers=4, connect_timeout_s=2.0, messages_per_s=FLOOD_RATE, message_burst=1000)
     with BackgroundServer(config, FakeGenerator()) as srv:
         yield srv
-    assert [(r.name, r.getMessage(), repr(r.exc_info and r.exc_info[1])) for r in problems.records] == []
+    assert problems.summary() == []
 
 
 def post(server, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
