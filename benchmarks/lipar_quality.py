@@ -183,9 +183,9 @@ def main() -> None:
         + ", ".join(f"{k} {v}" for k, v in meta["lipar"].items() if k not in ("enabled", "recovery")),
         "",
         "PSNR: over the measured frames from their total MSE (100 dB = identical). Drift: PSNR of the last 8 "
-        "measured frames minus the first 8's. Warp error: output t against output t-1 warped along the "
-        "source's optical flow (0-255, lower is steadier). Definitions: `engine/quality.py`; clips: "
-        "`benchmarks/data/README.md`.",
+        "measured frames minus the first 8's (halves when fewer than 16 are measured). Warp error: output t "
+        "against output t-1 warped along the source's optical flow (0-255, lower is steadier). Definitions: "
+        "`engine/quality.py`; clips: `benchmarks/data/README.md`.",
         "",
         "| clip | variant | kept | PSNR vs unpruned (dB) | drift (dB) | SSIM | warp error | PSNR vs source (dB) |",
         "|---|---|---|---|---|---|---|---|",

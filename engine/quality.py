@@ -71,7 +71,8 @@ def drift(a: Frames, b: Frames, frames: int = DRIFT_FRAMES) -> dict[str, float]:
     n = min(frames, len(a) // 2)
     first, last = sequence_psnr(a[:n], b[:n]), sequence_psnr(a[-n:], b[-n:])
     curve = frame_psnr(a, b)
-    slope = float(np.polyfit(np.arange(len(curve)), curve, 1)[0])
+    flat = min(curve) == max(curve)  # identical runs: exactly 0 rather than a fit's rounding noise
+    slope = 0.0 if flat else float(np.polyfit(np.arange(len(curve)), curve, 1)[0])
     return {"frames": n, "first_db": first, "last_db": last, "change_db": last - first, "slope_db_per_frame": slope}
 
 
