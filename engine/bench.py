@@ -306,7 +306,8 @@ def plot_bench(result: dict, out: Path) -> None:
     for name, run in result["runs"].items():
         if name != "baseline":
             d = run["drift"]
-            label = f"{name}: {run['psnr_vs_baseline']:.1f} dB, last {d['frames']} vs first {d['change_db']:+.1f} dB"
+            drift = f"last {d['frames']} frames {d['change_db']:+.1f} dB vs first"
+            label = f"{name}: {run['psnr_vs_baseline']:.1f} dB; {drift}"
             ax.plot(run["psnr_vs_baseline_frames"], label=label, lw=1)
     ax.set(xlabel="timed video frame", ylabel="PSNR vs baseline (dB)", title="per-frame PSNR against the unpruned run")
     ax.legend(fontsize=8)
