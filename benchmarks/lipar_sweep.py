@@ -9,7 +9,9 @@ pair), through `engine.bench.run_variant` (the bench's loop: warm-up frames, the
 same seed and noise in every run). Figures over the timed frames (engine/quality.py): kept ratio,
 sequence PSNR against the unpruned output, warp error beside the unpruned output's, drift, PSNR vs
 the source, fps and its ratio to the unpruned run's in the same process.
-Writes OUT/sweep.json (with the command) and OUT/sweep.png (one line per clip and mode).
+Writes OUT/sweep.json (with the command; a point's `psnr_vs_baseline` is against the unpruned run, the
+clip's `unpruned` entry holds that run's own warp error and fps) and OUT/sweep.png (one line per clip
+and mode; the horizontal lines are the unpruned runs' warp errors).
 
 --taus: SHORT[,LONG] pairs as `app.py generate --lipar-tau` takes them (LONG left out: the model's).
 --modes: recovery modes from lipar.config.RECOVERY_MODES, or `all`; default: the --lipar config's.
