@@ -2,9 +2,9 @@
 
 | paper concept | here |
 |---|---|
-| keep mask (d_short, d_long, smoothing, scene cut) | `lipar.mask` |
+| keep mask (d_short, d_long, smoothing, scene cut; warm-up, settled output, bounded age) | `lipar.mask` |
 | pruned forward: gather kept tokens, their positions | `lipar.prune` |
-| attention recovery (noise-aware, m-degree, none) | `lipar.recovery` |
+| attention recovery (noisy-copy, noise-aware, exclude; the paper's M-degree is `KVWindow`) | `lipar.recovery` |
 | restoration of pruned outputs | `lipar.prune.restore` |
 | kernels (Triton) with PyTorch references | `lipar.kernels` |
 """
