@@ -124,6 +124,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
             triton=args.triton,
             out=Path(args.out),
             lipar=lipar_from_args(args),
+            mask_encoder=args.mask_encoder,
+            peer=Path(args.peer) if args.peer else None,
             command=" ".join(["python", "app.py", *sys.argv[1:]]),
         )
     )
@@ -181,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sweep-keep", action="store_true", help="also sweep synthetic kept ratios 100/75/50/25%%")
     b.add_argument("--backend", default="auto", help="torch | cudagraph | auto")
     b.add_argument("--triton", action="store_true", help="every LIPAR Triton kernel on, split-KV attention too (CUDA)")
+    b.add_argument(
+        "--mask-encoder", default=None, help="a preset whose shipped frame VAE drives LIPAR's mask (e.g. tiny)"
+    )
+    b.add_argument("--peer", default=None, help="peer_self_forcing.json of the same device call: a 'peer' block")
     b.add_argument("--out", default="benchmarks/results/bench", help="output folder")
     b.set_defaults(func=cmd_bench)
 
