@@ -49,6 +49,9 @@ def check_offer_sdp(sdp: str) -> None:
         raise ProtocolError(f"SDP has {media} media sections; the limit is {MAX_MEDIA_SECTIONS}")
     if candidates > MAX_CANDIDATES:
         raise ProtocolError(f"SDP has {candidates} ICE candidates; the limit is {MAX_CANDIDATES}")
+    for needed in ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:"):  # aiortc asserts on these while connecting
+        if not any(line.startswith(needed) for line in lines):
+            raise ProtocolError(f"SDP has no {needed[:-1]} line")
 
 
 def _check_candidate(line: str, number: int) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hmac
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -98,6 +99,7 @@ class StreamServer:
 
     async def startup(self, app: web.Application) -> None:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_on_loop_exception)
         if self._generator is None:
             self._generator = await loop.run_in_executor(None, load_generator, self.config)
         self._worker = GeneratorWorker(
@@ -419,6 +421,19 @@ class _ViewerLog(logging.LoggerAdapter):
 
 def _discard(frame: Any) -> None:
     pass
+
+
+def _on_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """aiortc connects each peer in tasks of its own, whose failures nobody awaits: a peer whose offer
+    parsed but whose transport parameters make aiortc trip an assertion. That is the peer's doing: one
+    line (its slot is freed by the connect deadline). Everything else keeps asyncio's full report."""
+    future = context.get("future")
+    coro = future.get_coro() if isinstance(future, asyncio.Task) else None
+    filename = getattr(getattr(coro, "cr_code", None), "co_filename", "")
+    if context.get("exception") is not None and any(f"{os.sep}{m}{os.sep}" in filename for m in ("aiortc", "aioice")):
+        logger.warning("a peer's connection task failed: %s", type(context["exception"]).__name__)
+        return
+    loop.default_exception_handler(context)
 
 
 def _host_name(host: str) -> str:

@@ -25,9 +25,7 @@ MAX_VIEWERS = 2
 
 @pytest.fixture(scope="module")
 def server():
-    config = ServerConfig(
-        port=0, device="cpu", size=(128, 128), random_weights=not TRAINED, max_viewers=MAX_VIEWERS
-    )
+    config = ServerConfig(port=0, device="cpu", size=(128, 128), random_weights=not TRAINED, max_viewers=MAX_VIEWERS)
     with BackgroundServer(config) as srv:
         yield srv
 
@@ -35,9 +33,7 @@ def server():
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS), timeout=TIMEOUT_MS
-        )
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS), timeout=TIMEOUT_MS)
         yield chromium
         chromium.close()
 
@@ -139,9 +135,7 @@ def test_file_mode_sends_a_short_clip_to_the_generator(page, server, tmp_path) -
     chooser.value.set_files(str(write_clip(tmp_path / "clip.webm")))
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while worker.snapshot.source_frames < taken + 5:
-        assert time.monotonic() < deadline, (
-            f"no file frames reached the generator: {page.text_content('#message')}"
-        )
+        assert time.monotonic() < deadline, f"no file frames reached the generator: {page.text_content('#message')}"
         page.wait_for_timeout(100)
     assert worker.snapshot.mode == "v2v"
     wait_until_playing(page)
@@ -177,3 +171,39 @@ def test_a_busy_server_and_a_dropped_connection_are_explained_and_retried(browse
     finally:
         for p in pages:
             p.close()
+
+
+TOKEN, WATCH_TOKEN = "page-token-0123456789", "watch-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def guarded_server():
+    from tests.stream.conftest import FakeGenerator
+
+    config = ServerConfig(port=0, token=TOKEN, watch_token=WATCH_TOKEN)
+    with BackgroundServer(config, FakeGenerator(size=(128, 128))) as srv:
+        yield srv
+
+
+def test_the_page_takes_its_token_from_the_link_and_a_watch_link_cannot_steer(browser, guarded_server) -> None:
+    console: list[str] = []
+    pages = []
+    try:
+        for fragment in ("", f"#token={TOKEN}", f"#token={WATCH_TOKEN}"):
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("console", lambda msg: console.append(msg.text))
+            page.goto(guarded_server.url + "/" + fragment)
+            pages.append(page)
+        locked, steering, watching = pages
+        locked.wait_for_function("document.getElementById('message').textContent.includes('needs a token')")
+        for page in (steering, watching):
+            wait_connected(page)
+            wait_until_playing(page)
+        assert steering.is_enabled("#prompt")
+        watching.wait_for_function("document.getElementById('prompt').disabled")
+        assert "watching" in watching.text_content("#message")
+    finally:
+        for page in pages:
+            page.close()
+    assert not any(TOKEN in line or WATCH_TOKEN in line for line in console)  # the page never logs a token

@@ -69,6 +69,8 @@ def test_offers_that_browsers_and_aiortc_write_pass(sdp: str) -> None:
         (lambda s: s.replace("127.0.0.1 50000", "evil.example.com 50000"), "must be an IP address"),
         (lambda s: s.replace("a=candidate:1 1 udp", "a=candidate:1 udp"), "malformed ICE candidate"),
         (lambda s: s + "a=x\r\n" * 1000, "lines; the limit is 1000"),
+        (lambda s: s.replace("a=ice-ufrag:abcd\r\n", ""), "no a=ice-ufrag line"),
+        (lambda s: s.replace("a=fingerprint:sha-256 AB:CD:EF\r\n", ""), "no a=fingerprint line"),
         (lambda s: s + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n" * 8, "media sections; the limit is 8"),
         (
             lambda s: s + "a=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n" * MAX_CANDIDATES,
