@@ -180,6 +180,30 @@ def test_recolor_changes_only_object_colours():
     assert torch.equal(a[~near], b[~near]) and not torch.equal(a[inside], b[inside])
 
 
+def test_captions_name_the_rendered_motion():
+    """Measured on the rendered clips: an object captioned "moving <direction>" moves that way in
+    (nearly) every clip, a still one does not move (train.evaluate.dataset_motion)."""
+    from train.evaluate import dataset_motion
+
+    result = dataset_motion(range(300), frames=16, size=48)
+    directions = [k for k in result if k not in ("still", "bounce")]
+    assert len(directions) == 8
+    clips = sum(result[k]["clips"] for k in directions)
+    moving = sum(result[k]["agree"] * result[k]["clips"] for k in directions) / clips
+    assert moving >= 0.97, result
+    assert result["still"]["agree"] >= 0.95, result
+    assert min(result[k]["per_frame"] for k in directions) > 0.012, result  # ~0.19 of the width in 16 frames
+
+
+def test_bouncing_objects_name_no_direction():
+    ball = ObjectParams("ball", "red", "medium", "right", "fast", (0.8, 0.5), True)  # hits the right edge
+    p = ClipParams(seed=0, frames=16, scenes=(Scene(Background("flat", ("blue", "white")), (ball,)),))
+    assert ball.reverses(16) and not ball.reverses(2)
+    assert "bouncing around" in caption(p) or "bouncing off the edges" in caption(p)
+    short = dataclasses.replace(p, frames=2)
+    assert "right" in caption(short)
+
+
 def test_heldout_seeds_are_valid_clips():
     assert sample_clip(HELDOUT_SEEDS_START + 5, 4).frames == 4
 

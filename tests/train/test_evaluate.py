@@ -1,13 +1,51 @@
-"""The prompt-following measure itself, on frames whose answer is known."""
+"""The measures themselves, on frames whose answer is known (a fake generator that draws it)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from engine.config import get_config
-from train.dataset import COLORS
-from train.evaluate import color_names, dominant_color, object_region, v2v_source
+from train.dataset import COLORS, DIRECTIONS, Background, ClipParams, ObjectParams, Scene, caption, render
+from train.evaluate import (
+    MOTION_PROMPTS,
+    caption_motion,
+    color_centroid,
+    color_names,
+    displacement,
+    dominant_color,
+    fidelity,
+    motion_following,
+    object_region,
+    sequence_psnr,
+    v2v_source,
+)
+
+
+class FakeGenerator:
+    """Draws what a perfect model would: the prompted ball moving the prompted way (text-to-video),
+    or the source frame itself (video-to-video); `speed` in frame fractions per frame."""
+
+    height = 64
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+
+    def reset(self) -> None:
+        self.t = 0
+
+    def set_prompt(self, text: str) -> None:
+        self.prompt = next((p for p in MOTION_PROMPTS if text.startswith(f"a {p[0]} {p[1]} moving {p[2]}")), None)
+
+    def step(self, source):
+        self.t += 1
+        if source is not None:
+            return type("Out", (), {"frames": [source]})
+        color, shape, direction, background = self.prompt
+        obj = ObjectParams(shape, color, "medium", direction, "still", (0.5, 0.5), True)
+        params = ClipParams(seed=0, frames=1, scenes=(Scene(Background("flat", (background, "red")), (obj,)),))
+        frame = render([params], self.height)[0, 0].numpy()
+        dx, dy = (round(v * self.speed * self.t * self.height) for v in DIRECTIONS[direction])
+        return type("Out", (), {"frames": [np.roll(frame, (dy, dx), axis=(0, 1))]})
 
 
 def test_each_named_colour_maps_to_itself():
@@ -32,37 +70,66 @@ def test_too_small_a_region_has_no_colour():
     assert dominant_color(frame, region) is None
 
 
-def test_cli_measures_all_three_on_the_shipped_model(capsys):
-    from train.evaluate import EVAL_COLORS, EVAL_PAIRS, main
+def test_centroid_and_displacement_follow_the_ball():
+    video, _ = v2v_source("red", 10, 64)  # a ball moving right at "medium" speed
+    first, last = color_centroid(video[0], "red", "black"), color_centroid(video[-1], "red", "black")
+    assert displacement(first, last, "right") > 0.1 and abs(displacement(first, last, "down")) < 0.01
+    assert displacement(first, last, "left") == pytest.approx(-displacement(first, last, "right"))
+    assert color_centroid(video[0], "blue", "black") is None and displacement(None, last, "right") is None
 
-    result = main(["--device", "cpu", "--frames", "1"])
+
+def test_motion_following_counts_prompts_that_move_far_enough():
+    fast, slow = motion_following(FakeGenerator(0.02), 16), motion_following(FakeGenerator(0.005), 16)
+    assert fast["rate"] == 1.0 and slow["rate"] == 0.0
+    assert all(0.25 < m < 0.35 for m in fast["per_prompt"].values())  # 0.02 x 15 frames
+    assert fast["background_flicker"] < 1.0  # only anti-aliased edge pixels change
+
+
+def test_sequence_psnr_is_from_total_mse():
+    ref = [np.zeros((4, 4, 3), np.uint8)] * 2
+    out = [np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 10, np.uint8)]
+    # per-frame PSNRs would average infinity with 28.1 dB; the total MSE is 50
+    assert sequence_psnr(out, ref) == pytest.approx(10 * np.log10(255**2 / 50))
+
+
+def test_fidelity_of_a_copy_is_perfect():
+    result = fidelity(FakeGenerator(0.0), 4)
+    assert result["psnr_db"] > 100 and result["still_flicker"] == 0.0
+    assert len(result["per_clip"]) == 4
+
+
+def test_caption_motion_reads_the_words():
+    ball = ObjectParams("ball", "black", "medium", "up-left", "medium", (0.5, 0.5), False)
+    photo = Background("photo", photo="camera")  # "a black and white photo ...": black is not the ball
+    for seed in range(10):
+        p = ClipParams(seed=seed, frames=4, scenes=(Scene(photo, (ball,)),))
+        assert caption_motion(caption(p), p) == "up-left", caption(p)
+    entering = ObjectParams("square", "red", "small", "down", "fast", (0.5, -0.1), False)
+    p = ClipParams(seed=0, frames=4, scenes=(Scene(Background("flat", ("blue", "white")), (entering,)),))
+    assert caption_motion("a small red square entering from the top over a plain blue background", p) == "down"
+    with pytest.raises(ValueError, match="no motion phrase"):
+        caption_motion("a red square over a plain blue background", p)
+
+
+def test_cli_video_to_video_measures_on_the_shipped_model(capsys):
+    from train.evaluate import main
+
+    argv = ["--device", "cpu", "--frames", "2", "--v2v-only", "--v2v-timesteps", "500", "250", "--v2v-shift", "1"]
+    result = main(argv)
     rates = json.loads(capsys.readouterr().out.splitlines()[0])
-    sigmas = rates.pop("v2v_sigmas")
-    assert (rates.pop("lipar"), rates.pop("dilation")) == (True, 1)  # the shipped default
-    assert set(rates) == {"t2v", "v2v_procedural", "v2v_photo"}
-    assert all(0.0 <= r <= 1.0 for r in rates.values())
-    assert sigmas == get_config("tiny").v2v_schedule.sigmas
-    assert set(result["t2v"]["per_color"]) == set(EVAL_COLORS)
-    assert len(result["v2v_photo"]["per_pair"]) == len(EVAL_PAIRS)
+    assert rates["v2v_sigmas"] == [0.5, 0.25] and (rates["lipar"], rates["dilation"]) == (True, 1)
+    assert set(result) == {"fidelity", "v2v_procedural", "v2v_photo"}
+    assert 0 <= rates["v2v_procedural"] <= 1 and rates["fidelity"] > 5
 
 
-def test_cli_tries_another_video_to_video_schedule(capsys):
+def test_cli_rejects_bad_arguments(capsys):
     from train.evaluate import main
 
-    main(["--device", "cpu", "--frames", "1", "--v2v-timesteps", "500", "250", "--v2v-shift", "1"])
-    assert json.loads(capsys.readouterr().out.splitlines()[0])["v2v_sigmas"] == [0.5, 0.25]
-    with pytest.raises(SystemExit):
-        main(["--device", "cpu", "--v2v-timesteps", "200", "500"])
-    assert "must decrease" in capsys.readouterr().err
-
-
-def test_cli_sets_lipar_for_video_to_video(capsys):
-    from train.evaluate import main
-
-    main(["--device", "cpu", "--frames", "1", "--no-lipar"])
-    assert json.loads(capsys.readouterr().out.splitlines()[0])["lipar"] is False
-    main(["--device", "cpu", "--frames", "1", "--lipar-dilation", "2"])
-    assert json.loads(capsys.readouterr().out.splitlines()[0])["dilation"] == 2
-    with pytest.raises(SystemExit):
-        main(["--device", "cpu", "--lipar-dilation", "-1"])
-    assert "--lipar-dilation must be >= 0" in capsys.readouterr().err
+    for argv, message in (
+        (["--v2v-timesteps", "200", "500"], "must decrease"),
+        (["--lipar-dilation", "-1"], "--lipar-dilation must be >= 0"),
+        (["--frames", "1"], "--frames must be >= 2"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["--device", "cpu", *argv])
+        assert message in capsys.readouterr().err

@@ -7,10 +7,12 @@ from engine.config import get_config
 from engine.dit import CausalDiT, init_weights
 from engine.sampler import add_noise, velocity_target
 from train.train_dit import (
+    MOTION_WEIGHT,
     DiTTrainConfig,
     clip_positions,
     flow_loss,
     lagged,
+    motion_weight,
     restyle_start,
     sample_sigmas,
     train,
@@ -86,6 +88,15 @@ def test_restyle_start_lies_on_the_video_to_video_path():
     start, offset = restyle_start(x0, x0, torch.tensor([[[0.4]]]), sigma0)
     torch.testing.assert_close(start, x0)
     assert offset.abs().max() == 0
+
+
+def test_motion_weight_favours_tokens_that_changed():
+    x = torch.zeros(1, 3 * 4, 2)  # 3 frames of 4 tokens
+    x[0, 4 + 1] = 1.0  # token 1 of frame 1 changes, and changes back in frame 2
+    w = motion_weight(x, 3).reshape(3, 4)
+    assert w[0].eq(1).all()  # the first frame has nothing to move from
+    assert w[1, 1] == w[2, 1] == 1 + MOTION_WEIGHT
+    assert w[1, [0, 2, 3]].eq(1).all() and w[2, [0, 2, 3]].eq(1).all()
 
 
 def test_lagged_context_holds_earlier_frames():
