@@ -28,6 +28,7 @@ from engine.timing import StageTimer
 from engine.vae import build_vae
 from lipar.config import LiparConfig
 from lipar.mask import MaskResult, StreamingMask
+from lipar.motion import MotionCompensator
 from lipar.prune import restore
 from lipar.recovery import make_recovery, recover_kv
 
@@ -100,12 +101,14 @@ class StreamingGenerator:
         graph_vae = graphs and self.vae.stateless
         self._encode = GraphedCall(self._encode_pixels) if graph_vae else self._encode_pixels
         self._decode = GraphedCall(self._decode_tokens) if graph_vae else self._decode_tokens
+        self._mask_encode = None  # set_mask_encoder: another VAE's latent drives the mask
         self._timesteps: dict[float, Tensor] = {}  # one device tensor per sigma, made once
         rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
         self.grid_pos = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(device)  # (N, 2)
         self.all_idx = torch.arange(self.tokens, device=device)
         self.lipar = lipar.resolved(cfg.lipar.tau_short, cfg.lipar.tau_long, cfg.lipar.tau_output)
-        self.mask = StreamingMask(self.lipar, self.grid)
+        self.mask = StreamingMask(self.lipar, self.grid, device)
+        self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))  # camera motion (4.6b)
         self.prompt: _Prompt | None = None
         self.reset()
 
@@ -160,12 +163,34 @@ class StreamingGenerator:
 
     def set_lipar(self, config: LiparConfig) -> None:
         self.lipar = config.resolved(self.cfg.lipar.tau_short, self.cfg.lipar.tau_long, self.cfg.lipar.tau_output)
-        self.mask = StreamingMask(self.lipar, self.grid)  # starts by keeping everything
+        self.mask = StreamingMask(self.lipar, self.grid, self.device)  # starts by keeping everything
+        self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))
         self.recovery = make_recovery(self.lipar.recovery)
+
+    def set_mask_encoder(self, name: str | None) -> None:
+        """Drive LIPAR's mask from preset `name`'s shipped frame VAE (its latent of the latest source
+        frame) instead of this model's source latent; None: this model's again. For timing a model with
+        random weights at real scale, whose VAE hardly moves its latents (`bench --mask-encoder`); give
+        that preset's thresholds in the LiparConfig. The extra encode is timed as part of "mask"."""
+        if name is None:
+            self._mask_encode = None
+            return
+        cfg = get_config(name)
+        if cfg.vae != "frame" or cfg.latent_size(self.height, self.width) != (self.latent_h, self.latent_w):
+            raise ValueError(f"mask encoder {name!r} must be a frame VAE with this model's latent size")
+        vae = build_vae(cfg)
+        load_state(vae, WEIGHTS_DIR / name / "vae.safetensors")
+        vae = vae.to(device=self.device, dtype=self.dtype).eval()
+
+        def encode_latest(frames: Tensor) -> Tensor:
+            return self._encode_pixels(frames[:, -1:], vae)
+
+        self._mask_encode = GraphedCall(encode_latest) if self.backend == "cudagraph" else encode_latest
 
     def reset(self) -> None:
         self.cache.reset()
         self.mask.reset()
+        self.motion.reset()
         self.vae.reset()
         self.previous_clean: Tensor | None = None  # (1, N, D) tokens of the last clean latent
         self.recovery = make_recovery(self.lipar.recovery)  # per-stream state (the noisy-copy ablation's)
@@ -180,6 +205,7 @@ class StreamingGenerator:
         mode = "t2v" if source is None else "v2v"
         if mode != self.last_mode:
             self.mask.reset()  # a mode switch is a scene cut for the mask: warm-up again
+            self.motion.reset()
             self.recovery = make_recovery(self.lipar.recovery)
             self.last_mode = mode
         timer = StageTimer(self.device)
@@ -187,12 +213,16 @@ class StreamingGenerator:
         self.cache.append()
         context_frames = self.cache.context_frames
 
-        source_tokens = None
+        source_tokens = frames_in = None
         if source is not None:
             with timer("encode"):
-                source_latent = self.encode_source(source)  # (1, C, h, w)
+                frames_in = self._source_tensor(source)  # (1, T, H, W, 3) uint8
+                source_latent = self._encode(frames_in)  # (1, C, h, w)
                 source_tokens = patchify(source_latent)
         with timer("mask"):
+            self.motion.observe(None if frames_in is None else frames_in[0, -1])
+            if frames_in is not None and self._mask_encode is not None:
+                source_latent = self._mask_encode(frames_in)  # what the mask compares; the DiT has source_tokens
             mask = self._mask(source_latent if source is not None else None)
         with timer("dit"):
             clean = self.denoise(t, source_tokens, mask.keep_idx, mask.pruned_idx, self._text_kv())
@@ -207,6 +237,7 @@ class StreamingGenerator:
             "mode": mode,
             "kept_ratio": mask.kept_ratio,
             "mask_reason": mask.reason,
+            "motion": self.motion.stats(),
             "kv_frames": context_frames,
             "stages_ms": stages,
             "total_ms": sum(stages.values()),
@@ -217,10 +248,10 @@ class StreamingGenerator:
         """uint8 (H, W, 3) frame(s) -> the source latent (1, C, h, w)."""
         return self._encode(self._source_tensor(source))
 
-    def _encode_pixels(self, frames: Tensor) -> Tensor:
-        """uint8 (1, T, H, W, 3) on the device -> latent (1, C, h, w)."""
+    def _encode_pixels(self, frames: Tensor, vae: torch.nn.Module | None = None) -> Tensor:
+        """uint8 (1, T, H, W, 3) on the device -> latent (1, C, h, w) of `vae` (default: the model's)."""
         x = frames.permute(0, 1, 4, 2, 3).to(self.dtype) / 127.5 - 1.0
-        return self.vae.encode_step(x)
+        return (self.vae if vae is None else vae).encode_step(x)
 
     def _decode_tokens(self, clean: Tensor) -> Tensor:
         """Clean tokens (1, N, D) -> uint8 frames (T, H, W, 3) on the device."""
@@ -250,9 +281,10 @@ class StreamingGenerator:
 
     def _mask(self, source_latent: Tensor | None) -> MaskResult:
         everything = torch.ones(self.grid, dtype=torch.bool, device=self.device)
-        if source_latent is None or not self.lipar.enabled:
+        if not self.lipar.enabled:
             return MaskResult(everything, self.all_idx, self.all_idx[:0], 1.0, "disabled")
-        result = self.mask.update(source_latent[0].float())
+        # text-to-video (no source): the mask decides from the outputs alone, or keeps all (`t2v` off)
+        result = self.mask.update(None if source_latent is None else source_latent[0].float(), self.motion.current)
         if self.previous_clean is None:  # nothing to restore from: compute everything
             return MaskResult(everything, self.all_idx, self.all_idx[:0], 1.0, result.reason)
         return result
@@ -286,6 +318,7 @@ class StreamingGenerator:
             _, src_v, src_k_pre = self.cache.frame(self.cache.previous_slot)
         else:
             src_k_pre, src_v = source
+        src_k_pre, src_v = self.motion.kv(src_k_pre, src_v)  # from where the content was (still: as is)
         recover_kv(src_k_pre, src_v, dst_k, dst_v, dst_k_pre, pruned_idx, cos, sin)
 
     def denoise(
@@ -323,7 +356,7 @@ class StreamingGenerator:
             x = euler_step(x, v.float(), sigma, sigma_next)
             recovery.after_step(i, self._slot_snapshot)
         recovery.end_frame()
-        clean = restore(x, keep_idx, self.previous_clean) if pruned else x
+        clean = restore(x, keep_idx, self.motion.tokens(self.previous_clean)) if pruned else x
         # cache pass: the clean frame's K/V (and K before RoPE) go into the cache for later frames
         if refilled:
             self._recover(t, pruned_idx, None)

@@ -10,6 +10,8 @@ from typing import Literal, get_args
 # attention window (sinks + the last m frames, engine.config.KVWindow), which every mode shares.
 RecoveryMode = Literal["exclude", "noisy-copy", "noise-aware"]
 RECOVERY_MODES: tuple[str, ...] = get_args(RecoveryMode)
+MotionMode = Literal["off", "translation", "similarity"]
+MOTION_MODES: tuple[str, ...] = get_args(MotionMode)
 RENAMED_MODES = {
     "none": "exclude",  # pruned keys are left out of attention
     "m-degree": "noisy-copy",  # the previous frame's K/V of the same denoising step
@@ -53,6 +55,18 @@ class LiparConfig:
     # every token is recomputed at least every `max_age` frames, staggered over the grid so the cost
     # stays flat; 0 = no bound. Restored tokens otherwise keep K/V computed against a context long gone.
     max_age: int = 3
+    # Motion compensation (DESIGN.md 4.6b, lipar/motion.py): "off", or the camera model estimated between
+    # source frames ("translation": pan/tilt; "similarity": also zoom and roll). Off by default until it
+    # measures better than plain LIPAR (benchmarks/results/lipar_motion.md).
+    motion: MotionMode = "off"
+    motion_confidence: float = 0.2  # a frame whose estimate is less sure than this runs as plain LIPAR
+    # under motion tau_short, tau_long and tau_output are multiplied by this: a latent moved by a fraction
+    # of a pixel differs from the re-encoded frame by ~0.12 on the tiny VAE (its stride-8 encoder is not
+    # shift-equivariant), 25x its static tau_short
+    motion_tau_scale: float = 40.0
+    # text-to-video pruning: with no source, tokens are pruned from the model's own outputs alone (the
+    # settled-output rule with tau_output, warm-up and bounded age)
+    t2v: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -88,6 +102,14 @@ class LiparConfig:
         tau = self.tau_output
         if tau is not None and not (isinstance(tau, (int, float)) and tau > 0 and not math.isnan(tau)):
             raise ValueError(f"LiparConfig.tau_output must be None or a number > 0 (inf: off), got {tau!r}")
+        if self.motion not in MOTION_MODES:
+            raise ValueError(f"LiparConfig.motion must be one of {', '.join(MOTION_MODES)}, got {self.motion!r}")
+        if not 0.0 <= self.motion_confidence <= 1.0:
+            raise ValueError(f"LiparConfig.motion_confidence must lie in [0, 1], got {self.motion_confidence}")
+        if not (isinstance(self.motion_tau_scale, (int, float)) and self.motion_tau_scale > 0):
+            raise ValueError(f"LiparConfig.motion_tau_scale must be a number > 0, got {self.motion_tau_scale!r}")
+        if not isinstance(self.t2v, bool):
+            raise ValueError(f"LiparConfig.t2v must be a bool, got {self.t2v!r}")
 
     @property
     def is_resolved(self) -> bool:

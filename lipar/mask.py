@@ -13,6 +13,12 @@ computed (`observe_output` measures it), with an `output_margin` around unsettle
 age: every token is recomputed at least every `max_age` frames, on a fixed staggered pattern so that
 each frame refreshes the same share of the grid.
 
+Beyond the paper (DESIGN.md 4.6b, lipar/motion.py): `update(latent, motion)` with the camera's motion
+first moves the mask's state (previous latent, references, smoothed distances, output history) to where
+its content is now, tests with the thresholds scaled by `motion_tau_scale`, and keeps the tokens that
+entered the frame at its border. `update(None)` is text-to-video: with `LiparConfig.t2v` only the output
+rules decide (no source to test), else everything is kept.
+
 Everything runs as tensor ops on the latent's device; the only host sync per frame reads the kept
 count and the scene-cut flag, which the result's indices need anyway.
 """
@@ -20,13 +26,14 @@ count and the scene-cut flag, which the result's indices need anyway.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lipar.config import LiparConfig
+from lipar.motion import GlobalMotion, entering, warp_grid
 
 
 @dataclass(frozen=True)
@@ -115,13 +122,15 @@ def compute_mask(d_short: Tensor, d_long: Tensor, config: LiparConfig) -> Tensor
 class StreamingMask:
     """Keep mask for one stream of source latents, one `update` per latent frame, causal."""
 
-    def __init__(self, config: LiparConfig, grid: tuple[int, int]) -> None:
+    def __init__(self, config: LiparConfig, grid: tuple[int, int], device: torch.device | str = "cpu") -> None:
         if config.enabled and not config.is_resolved:
             raise ValueError("StreamingMask needs resolved thresholds: use config.resolved(tau_short, tau_long)")
         if len(grid) != 2 or any(not isinstance(g, int) or g < 1 for g in grid):
             raise ValueError(f"grid must be two positive ints (gh, gw), got {grid!r}")
         self.config = config
+        self._moving = _scaled(config, config.motion_tau_scale)  # the thresholds under camera motion
         self.grid = (grid[0], grid[1])
+        self.device = torch.device(device)  # of the text-to-video masks (a source path follows its latents)
         self.reset()
 
     def reset(self) -> None:
@@ -143,14 +152,21 @@ class StreamingMask:
         source may not), without forgetting the stream."""
         self._warm = max(self._warm, frames)
 
-    def update(self, latent: Tensor) -> MaskResult:
-        """latent (C, h, w) source latent s_t with (h, w) = 2 * grid -> the keep mask for this frame."""
+    def update(self, latent: Tensor | None, motion: GlobalMotion | None = None) -> MaskResult:
+        """latent (C, h, w) source latent s_t with (h, w) = 2 * grid, or None (text-to-video); motion: the
+        camera's since the previous frame (None: still) -> the keep mask for this frame."""
+        if latent is None:
+            return self._update_from_outputs()
         self._check(latent)
         gh, gw = self.grid
         if not self.config.enabled:
             return _result(torch.ones(gh, gw, dtype=torch.bool, device=latent.device), False, "disabled")
         cfg = self.config
         self._frame += 1
+        moved = motion is not None and not motion.is_still and self._previous is not None
+        if moved:
+            self._follow(motion)
+            cfg = self._moving
         if self._previous is None:
             keep = torch.ones(gh, gw, dtype=torch.bool, device=latent.device)
             self._previous, self._reference = latent.clone(), latent.clone()
@@ -174,13 +190,17 @@ class StreamingMask:
             self._warm -= 1
             keep = torch.ones(gh, gw, dtype=torch.bool, device=latent.device)
         else:
-            keep = compute_mask(d_short, d_long, cfg) | self._unsettled() | self._due() | cut
+            keep = compute_mask(d_short, d_long, cfg) | self._unsettled(cfg) | self._due() | cut
+        # content that was outside the previous frame has nothing to be restored from, nor a history
+        new = entering(self.grid, motion, latent.device) if moved else None
+        if new is not None:
+            keep = keep | new
 
         self._previous = latent.clone()
         keep_px = keep.repeat_interleave(2, 0).repeat_interleave(2, 1)  # (h, w)
         self._reference = torch.where(keep_px, latent, self._reference)
         self._ema_short, self._ema_long = d_short, d_long
-        self._fresh_short = cut.expand(gh, gw)
+        self._fresh_short = cut.expand(gh, gw) if new is None else cut.expand(gh, gw) | new
         self._fresh_long = keep
         result = _result(keep, cut, "warmup" if warming else "pruned")
         if result.reason == "scene_cut":  # a new scene: its first frames are as unsettled as a start's
@@ -199,9 +219,42 @@ class StreamingMask:
             self._out_change = torch.where(keep, change, self._out_change)
         self._last_output = clean.float().clone()
 
-    def _unsettled(self) -> Tensor:
+    def _follow(self, motion: GlobalMotion) -> None:
+        """Move the state to the current frame's coordinates: latents and distances by interpolation,
+        the output-change record and the flags to the nearest token (inf there means never measured)."""
+        self._previous = warp_grid(self._previous[None], motion)[0]
+        self._reference = warp_grid(self._reference[None], motion)[0]
+        if self._last_output is not None:
+            self._last_output = warp_grid(self._last_output[None], motion)[0]
+        self._ema_short = warp_grid(self._ema_short[None, None], motion)[0, 0]
+        self._ema_long = warp_grid(self._ema_long[None, None], motion)[0, 0]
+        self._out_change = warp_grid(self._out_change[None, None], motion, "nearest")[0, 0]
+        for name in ("_fresh_short", "_fresh_long"):
+            flags = getattr(self, name)[None, None].float()
+            setattr(self, name, warp_grid(flags, motion, "nearest")[0, 0] > 0.5)
+
+    def _update_from_outputs(self) -> MaskResult:
+        """Text-to-video: tokens whose clean output settled (`observe_output`) are pruned, under the
+        warm-up and age rules; without `LiparConfig.t2v` (or LIPAR off) everything is kept."""
+        gh, gw = self.grid
+        device = self.device
+        if not (self.config.enabled and self.config.t2v):
+            return _result(torch.ones(gh, gw, dtype=torch.bool, device=device), False, "disabled")
+        self._frame += 1
+        keep = torch.ones(gh, gw, dtype=torch.bool, device=device)
+        if self._out_change is None:  # the first frame: nothing measured yet
+            self._out_change = torch.full((gh, gw), math.inf, device=device)
+            self._phase = None if self._phase is None else self._phase.to(device)
+            self._warm = max(self._warm, self.config.warmup_frames - 1)
+            return _result(keep, False, "first")
+        if self._warm > 0:
+            self._warm -= 1
+            return _result(keep, False, "warmup")
+        return _result(self._unsettled(self.config) | self._due(), False, "pruned")
+
+    def _unsettled(self, cfg: LiparConfig) -> Tensor:
         """(gh, gw) bool: tokens whose output had not settled when last computed, plus a margin."""
-        tau = self.config.tau_output
+        tau = cfg.tau_output
         if tau is None or math.isinf(tau):  # the rule is off
             return torch.zeros(self.grid, dtype=torch.bool, device=self._out_change.device)
         unsettled = (self._out_change >= tau).float()  # inf (never measured) is unsettled
@@ -230,6 +283,12 @@ class StreamingMask:
                 f"latent {tuple(latent.shape)} on {latent.device} differs from the stream's "
                 f"{tuple(prev.shape)} on {prev.device}; call reset() first"
             )
+
+
+def _scaled(config: LiparConfig, factor: float) -> LiparConfig:
+    """config with its thresholds (those that are set) multiplied by factor."""
+    taus = {name: getattr(config, name) for name in ("tau_short", "tau_long", "tau_output")}
+    return replace(config, **{name: tau * factor for name, tau in taus.items() if tau is not None})
 
 
 def _result(keep: Tensor, cut: Tensor | bool, reason: str) -> MaskResult:

@@ -20,7 +20,6 @@ to the tiles' shifts; the peak heights and the share of tiles that agree give th
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-log = logging.getLogger(__name__)
+from lipar.config import LiparConfig
 
 MotionModel = Literal["translation", "similarity"]
 MOTION_MODELS: tuple[str, ...] = get_args(MotionModel)
@@ -261,34 +260,139 @@ def warp_grid(x: Tensor, motion: GlobalMotion, mode: str = "bilinear") -> Tensor
     return out.to(x.dtype)
 
 
-def warp_tokens(tokens: Tensor, grid: tuple[int, int], motion: GlobalMotion, mode: str = "bilinear") -> Tensor:
-    """tokens (B, N, ...) on a row-major (gh, gw) grid -> the same shape, moved by `motion` on the grid.
-    For a frame's K/V (B, N, H, D): a token-sized shift is an exact copy, a fraction of a token blends
-    the neighbours' pre-RoPE keys and values. A still motion returns `tokens` itself."""
-    if motion.is_still:
-        return tokens
-    b, n = tokens.shape[:2]
-    gh, gw = grid
-    if n != gh * gw:
-        raise ValueError(f"tokens have {n} positions, the grid {grid} has {gh * gw}")
-    features = tokens.reshape(b, n, -1).transpose(1, 2).reshape(b, -1, gh, gw)  # (B, F, gh, gw)
-    moved = warp_grid(features, motion, mode)
-    return moved.reshape(b, -1, n).transpose(1, 2).reshape(tokens.shape)
-
-
-def entering(grid: tuple[int, int], motion: GlobalMotion, device: torch.device | str = "cpu") -> Tensor:
-    """(gh, gw) bool: tokens whose content was (partly) outside the previous frame, so nothing there can
-    be restored or compared. A token's footprint is its 2x2 corners at +-0.5 token: all must map inside."""
+def _bilinear_taps(grid: tuple[int, int], motion: GlobalMotion) -> tuple[Tensor, Tensor]:
+    """Where each token of a (gh, gw) grid reads from after `motion`: its 4 bilinear neighbours' flat
+    indices (N, 4) int64 and weights (N, 4) float32, coordinates clamped at the border as grid_sample's
+    padding_mode="border" does. Integer shifts give one weight 1 and three 0."""
     gh, gw = grid
     theta = torch.tensor(motion.theta, dtype=torch.float64)
     ys = (torch.arange(gh, dtype=torch.float64) + 0.5) / gh * 2 - 1
     xs = (torch.arange(gw, dtype=torch.float64) + 0.5) / gw * 2 - 1
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    px = ((theta[0, 0] * x + theta[0, 1] * y + theta[0, 2]) + 1) * gw / 2 - 0.5  # source column, in tokens
+    py = ((theta[1, 0] * x + theta[1, 1] * y + theta[1, 2]) + 1) * gh / 2 - 0.5
+    px, py = px.clamp(0, gw - 1).flatten(), py.clamp(0, gh - 1).flatten()
+    x0, y0 = px.floor(), py.floor()
+    fx, fy = px - x0, py - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=gw - 1), (y0 + 1).clamp(max=gh - 1)
+    idx = torch.stack([y0 * gw + x0, y0 * gw + x1, y1 * gw + x0, y1 * gw + x1], dim=1)
+    weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)
+    return idx, weights.float()
+
+
+def warp_tokens(tokens: Tensor, grid: tuple[int, int], motion: GlobalMotion) -> Tensor:
+    """tokens (B, N, ...) on a row-major (gh, gw) grid -> the same shape, moved by `motion` on the grid
+    (bilinear, border clamped). For a frame's K/V (B, N, H, D): a token-sized shift is an exact copy, a
+    fraction of a token blends the neighbours' pre-RoPE keys and values. Four gathers along N and a
+    weighted sum in the tokens' dtype: no layout change, so the 30 layers of a 480x832 frame's K or V
+    cost about four reads of it. A still motion returns `tokens` itself."""
+    if motion.is_still:
+        return tokens
+    n = tokens.shape[1]
+    if n != grid[0] * grid[1]:
+        raise ValueError(f"tokens have {n} positions, the grid {grid} has {grid[0] * grid[1]}")
+    idx, weights = _bilinear_taps(grid, motion)
+    idx, weights = idx.to(tokens.device), weights.to(tokens.device, tokens.dtype)
+    shape = (1, n) + (1,) * (tokens.dim() - 2)
+    out = tokens.index_select(1, idx[:, 0]) * weights[:, 0].view(shape)
+    for j in range(1, 4):
+        out += tokens.index_select(1, idx[:, j]) * weights[:, j].view(shape)
+    return out
+
+
+def entering(
+    grid: tuple[int, int], motion: GlobalMotion, device: torch.device | str = "cpu", slack: float = 0.25
+) -> Tensor:
+    """(gh, gw) bool: tokens whose content was outside the previous frame, so nothing there can be
+    restored or compared: a corner of the token (at +-0.5 token) maps more than `slack` tokens outside.
+    The slack keeps a whole border row from being flagged for the 0.01-pixel shifts a still camera's
+    estimate may carry (border values are replicated that far)."""
+    gh, gw = grid
+    theta = torch.tensor(motion.theta, dtype=torch.float64)
+    ys = (torch.arange(gh, dtype=torch.float64) + 0.5) / gh * 2 - 1
+    xs = (torch.arange(gw, dtype=torch.float64) + 0.5) / gw * 2 - 1
+    limit_x, limit_y = 1 + 2 * slack / gw, 1 + 2 * slack / gh
     inside = torch.ones(gh, gw, dtype=torch.bool)
     for oy in (-1.0 / gh, 1.0 / gh):
         for ox in (-1.0 / gw, 1.0 / gw):
             y, x = torch.meshgrid(ys + oy, xs + ox, indexing="ij")
             px = theta[0, 0] * x + theta[0, 1] * y + theta[0, 2]
             py = theta[1, 0] * x + theta[1, 1] * y + theta[1, 2]
-            # a little slack: a corner exactly on the frame's edge is inside
-            inside &= (px.abs() <= 1 + 1e-6) & (py.abs() <= 1 + 1e-6)
+            inside &= (px.abs() <= limit_x) & (py.abs() <= limit_y)
     return (~inside).to(device)
+
+
+def warp_latent_tokens(tokens: Tensor, latent_size: tuple[int, int], motion: GlobalMotion) -> Tensor:
+    """tokens (B, N, 4C) of a (h, w) latent, token layout (C, 2, 2) row-major (engine.dit.patchify) ->
+    the same, moved by `motion` at latent-pixel resolution (bilinear): finer than moving whole tokens,
+    as a slow pan moves content by a fraction of a latent pixel per frame."""
+    if motion.is_still:
+        return tokens
+    b, n, d = tokens.shape
+    h, w = latent_size
+    c = d // 4
+    latent = tokens.reshape(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+    moved = warp_grid(latent, motion)
+    return moved.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, n, d)
+
+
+class MotionCompensator:
+    """Camera motion for one stream: the one object the generator asks about it (DESIGN.md §4.6b).
+
+    Per latent frame the generator calls `observe(frame)` with the newest source frame (None for
+    text-to-video), hands `current` to the mask, and passes the previous frame's clean tokens and K/V
+    through `tokens` and `kv` before restoring and recovering from them. With `LiparConfig.motion` off, a
+    confidence below `motion_confidence`, or a still camera, `current` is None and both return their
+    input unchanged: the loop is then plain LIPAR, bit for bit.
+    """
+
+    def __init__(self, config: LiparConfig, latent_size: tuple[int, int]) -> None:
+        on = config.enabled and config.motion != "off"
+        self.estimator = MotionEstimator(config.motion) if on else None
+        self.min_confidence = config.motion_confidence
+        self.latent_size = latent_size
+        self.reset()
+
+    def reset(self) -> None:
+        if self.estimator is not None:
+            self.estimator.reset()
+        self.current: GlobalMotion | None = None  # the motion this frame is compensated for
+        self.measured: GlobalMotion | None = None  # what the estimator said, used or not
+        self._warped: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def observe(self, frame: Tensor | None) -> GlobalMotion | None:
+        """frame uint8 (H, W, 3) on any device, the newest source frame (None: no source) -> `current`."""
+        self._warped = {}
+        if self.estimator is None or frame is None:
+            self.current = self.measured = None
+            if self.estimator is not None:
+                self.estimator.reset()  # text-to-video frames break the chain of source frames
+            return None
+        self.measured = self.estimator.update(frame)
+        usable = self.measured.confidence >= self.min_confidence and not self.measured.is_still
+        self.current = self.measured if usable else None
+        return self.current
+
+    def tokens(self, tokens: Tensor) -> Tensor:
+        """The previous frame's clean tokens (B, N, 4C) -> moved to where their content is now."""
+        return tokens if self.current is None else warp_latent_tokens(tokens, self.latent_size, self.current)
+
+    def kv(self, k_pre: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """A previous frame's pre-RoPE K and V (B, N, H, D) -> moved on the token grid (recovery then
+        rotates K at the new positions). Warped once per frame and source, however often it is asked."""
+        if self.current is None:
+            return k_pre, v
+        key = k_pre.data_ptr()
+        if key not in self._warped:
+            grid = (self.latent_size[0] // 2, self.latent_size[1] // 2)
+            self._warped[key] = (warp_tokens(k_pre, grid, self.current), warp_tokens(v, grid, self.current))
+        return self._warped[key]
+
+    def stats(self) -> dict | None:
+        """The measured motion for `stats` (None without an estimate): shift in frame fractions."""
+        m = self.measured
+        if m is None:
+            return None
+        dx, dy = m.shift
+        return {"dx": dx, "dy": dy, "scale": m.scale, "confidence": m.confidence, "used": self.current is not None}

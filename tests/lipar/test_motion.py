@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -8,7 +9,9 @@ import torch
 from engine.backends import EagerRunner
 from engine.config import KVWindow
 from engine.dit import CausalDiT, init_weights
+from engine.generator import StreamingGenerator
 from engine.kv_cache import RollingKVCache
+from lipar.config import LiparConfig
 from lipar.motion import GlobalMotion, MotionEstimator, entering, warp_grid, warp_tokens
 from lipar.recovery import recover_kv
 from tests.engine.conftest import small_config
@@ -160,3 +163,106 @@ def test_shifted_kv_rotated_at_the_new_positions_equals_the_recomputed_kv():
     assert inside.numel() == (gh - 1) * (gw - 1)
     for got, want in zip(dst, (want_k, want_v, want_k_pre)):
         assert torch.allclose(got[:, inside], want[:, inside], atol=1e-10)
+
+
+def test_token_warp_matches_grid_sample_for_sub_token_motions():
+    tokens = torch.randn(3, 6 * 8, 2, 5, generator=torch.Generator().manual_seed(1))
+    for motion in (GlobalMotion.translation(0.37 / 8, -0.8 / 6), GlobalMotion.zoom(1.1, 0.02, -0.01)):
+        reference = warp_grid(tokens.flatten(2).transpose(1, 2).reshape(3, 10, 6, 8), motion)
+        reference = reference.reshape(3, 10, 48).transpose(1, 2).reshape(tokens.shape)
+        assert torch.allclose(warp_tokens(tokens, (6, 8), motion), reference, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"motion": "homography"}, "motion must be one of"),
+        ({"motion_confidence": 1.5}, "motion_confidence"),
+        ({"motion_tau_scale": 0}, "motion_tau_scale"),
+        ({"t2v": 1}, "t2v must be a bool"),
+    ],
+)
+def test_bad_motion_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LiparConfig(**kwargs)
+
+
+# ---------------------------------------------------------------- through the generator
+
+GEN_SIZE = 128  # 8x8 tokens of 16 pixels
+
+
+@pytest.fixture(scope="module")
+def gen():
+    g = StreamingGenerator.from_pretrained("tiny", device="cpu", random_weights=True, size=(GEN_SIZE, GEN_SIZE))
+    g.set_prompt("a red ball over a brick wall")
+    return g
+
+
+def loose(**changes) -> LiparConfig:
+    """Thresholds so loose that only the rules under test keep tokens (random weights, any latent scale)."""
+    base = dict(
+        tau_short=1e3, tau_long=1e3, warmup_frames=1, max_age=0, tau_output=float("inf"), scene_cut=1.0, dilation=0
+    )
+    return LiparConfig(**{**base, **changes})
+
+
+def run(g, lipar, frames):
+    g.set_lipar(lipar)
+    g.reset()
+    outs = []
+    for f in frames:
+        outs.append(g.step(f))
+        outs[-1].clean = g.previous_clean.clone()
+    return outs
+
+
+def panning(frames: int, px_per_frame: float) -> list[np.ndarray]:
+    """A camera panning right over a still texture: the content moves left on screen."""
+    img = texture(4 * GEN_SIZE, seed=3)
+    return [view(img, -px_per_frame * i)[..., [0, 0, 0]].numpy().copy() for i in range(frames)]
+
+
+def test_a_still_camera_stream_is_exactly_plain_lipar(gen):
+    img = texture(2 * GEN_SIZE, seed=4)
+    frames = []
+    for i in range(5):  # a still camera, an object moving over one corner
+        f = view(img).numpy().copy()
+        f[8:40, 8 + 6 * i : 40 + 6 * i] = (200, 40, 40)
+        frames.append(f)
+    cfg = LiparConfig(warmup_frames=1, tau_output=float("inf"))
+    plain = run(gen, cfg, frames)
+    moving = run(gen, replace(cfg, motion="translation"), frames)
+    for a, b in zip(plain, moving):
+        assert b.stats["motion"] is None or not b.stats["motion"]["used"]
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.frames[0], b.frames[0])
+
+
+def test_under_a_pan_the_entering_border_is_kept_and_pruned_tokens_follow_the_content(gen):
+    frames = panning(4, 16.0)  # one token per frame, content moving left
+    outs = run(gen, loose(motion="translation", motion_confidence=0.0), frames)
+    for prev, out in zip(outs[1:], outs[2:]):
+        motion = out.stats["motion"]
+        assert motion["used"] and motion["dx"] == pytest.approx(-1 / 8, abs=0.01)
+        assert out.mask[:, -1].all()  # the column entering on the right is computed
+        assert not out.mask[:, :-1].any()  # everything else only moved
+        # restored tokens are the previous clean tokens one token to the right (up to the estimate's
+        # few hundredths of a pixel), not those at the same place
+        now, before = out.clean.view(8, 8, -1)[:, :-1], prev.clean.view(8, 8, -1)
+        moved_error = (now - before[:, 1:]).abs().max()
+        assert moved_error < 0.05 * (now - before[:, :-1]).abs().max()
+
+
+def test_text_to_video_pruning_restores_settled_tokens_from_the_previous_output(gen):
+    plain = run(gen, loose(), [None] * 4)
+    assert all(o.stats["kept_ratio"] == 1.0 and o.stats["mask_reason"] == "disabled" for o in plain)
+    outs = run(gen, loose(t2v=True, tau_output=1e9), [None] * 4)
+    assert [o.stats["mask_reason"] for o in outs] == ["first", "pruned", "pruned", "pruned"]
+    # frame 1 has no measured output change yet (frame 0 had no predecessor): all computed
+    assert [o.stats["kept_ratio"] for o in outs] == [1.0, 1.0, 0.0, 0.0]
+    assert torch.equal(outs[2].clean, outs[1].clean)  # nothing computed: the previous output, as it was
+    aged = run(gen, loose(t2v=True, tau_output=1e9, max_age=2), [None] * 4)
+    assert 0.0 < aged[2].stats["kept_ratio"] < 1.0  # bounded age: half the tokens refreshed each frame
+    strict = run(gen, loose(t2v=True, tau_output=1e-9), [None] * 4)
+    assert all(o.stats["kept_ratio"] == 1.0 for o in strict)  # no output settles that tightly
