@@ -172,7 +172,13 @@ def main() -> None:
     a = p.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
     gen = StreamingGenerator.from_pretrained(
-        a.model, device="cuda", random_weights=True, size=(h, w), lipar=LiparConfig(enabled=False)
+        # eager at first: the default graph runner would compile the blocks at once, before `before` ran
+        a.model,
+        device="cuda",
+        random_weights=True,
+        size=(h, w),
+        lipar=LiparConfig(enabled=False),
+        backend="torch",
     )
     per = gen.frames_per_latent
     need = gen.cfg.window.slots + 2 + a.frames + 1

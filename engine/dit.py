@@ -91,9 +91,11 @@ class DiTBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def text_kv(self, text: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-attention K/V of the embedded text states (B, Lt, dim), computed once per prompt."""
+        """Cross-attention K/V of the embedded text states (B, Lt, dim), computed once per prompt. Copies,
+        not views of the projections: the CUDA-graph runner holds copies, and compiled blocks recompile
+        when an input turns from a view into a tensor of its own (torch.compile guards on it)."""
         ca = self.cross_attn
-        return ca.split(ca.norm_k(ca.k(text))), ca.split(ca.v(text))
+        return ca.split(ca.norm_k(ca.k(text))).clone(), ca.split(ca.v(text)).clone()
 
     def forward(
         self,

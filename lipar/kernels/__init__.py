@@ -2,10 +2,11 @@
 
 The public entry points use a kernel only on CUDA tensors and only while its switch here is on.
 The defaults follow benchmarks/kernels.py on an H200 (benchmarks/results/kernels.json): fused
-recovery is ~8.7x faster than its reference and gather/restore 1.0-1.6x, so they are on; the
-split-KV attention kernel lost to stock SDPA except at 25% kept (0.72-0.80x, 1.7x at 25%), so it
-is off (`app.py bench --triton` turns every kernel on). Feeding SDPA's flash kernel KV chunks as a
-batch and merging by log-sum-exp was slower still (0.69-0.94x) and was dropped.
+recovery is ~8.7x faster than its reference and gather/restore 1.0-1.6x, so they are on. The
+"attention" switch sends every attention call to the split-KV kernel (`app.py bench --triton` turns
+every kernel on); while it is off, lipar.kernels.attention times the split-KV kernel against the
+stock ones per shape and uses it where it wins. Feeding SDPA's flash kernel KV chunks as a batch
+was slower than SDPA (0.69-0.94x); stock cuDNN over KV chunks is one of the timed candidates.
 """
 
 from __future__ import annotations

@@ -101,13 +101,17 @@ def pick_fastest(results: dict[tuple[str, int], tuple[float, float] | None]) -> 
 
 
 def _run(choice: tuple[str, int], q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Every kernel's output is laid out as SDPA's, (B, Lq, H, D) viewed from (B, H, Lq, D): compiled
+    blocks take it as an input, and a change of layout or view-ness between calls would recompile them."""
     name, splits = choice
     if name == "sdpa":
         return attention_reference(q, k, v)
-    if name == "split_kv":
-        return split_kv_attention(q, k, v)
-    if name == "cudnn_split":
-        return cudnn_split_attention(q, k, v, splits)
+    if name in ("split_kv", "cudnn_split"):
+        b, lq, h, d = q.shape
+        out = torch.empty(b, h, lq, d, device=q.device, dtype=q.dtype).transpose(1, 2)
+        if name == "split_kv":
+            return split_kv_attention(q, k, v, out=out)
+        return cudnn_split_attention(q, k, v, splits, out)
     with sdpa_kernel(STOCK_BACKENDS[name]):
         return attention_reference(q, k, v)
 
@@ -165,12 +169,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -
     return _run(tuned_choice(backend, q, k, v), q, k, v)
 
 
-def cudnn_split_attention(q: Tensor, k: Tensor, v: Tensor, splits: int) -> Tensor:
+def cudnn_split_attention(q: Tensor, k: Tensor, v: Tensor, splits: int, out: Tensor | None = None) -> Tensor:
     """Stock cuDNN attention over `splits` KV chunks at once (the chunks as its batch), merged by
     `_combine_kernel` from each chunk's log-sum-exp. cuDNN runs one program per 64 queries and
     head, each over the whole KV: 1,560 queries x 12 heads are 1.2 waves on 132 SMs (two waves'
     time), 780 queries one wave of long programs; chunks make more, shorter programs. q (1, Lq, H, D),
-    k/v (1, Lk, H, D) views of the cache with Lk a multiple of `splits`."""
+    k/v (1, Lk, H, D) views of the cache with Lk a multiple of `splits`; written into `out` (any strides)
+    if given."""
     b, lq, h, d = q.shape
     lk = k.shape[1]
     if b != 1 or lk % splits:
@@ -182,7 +187,7 @@ def cudnn_split_attention(q: Tensor, k: Tensor, v: Tensor, splits: int) -> Tenso
     o_part, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(qs, ks, vs, None, True)[:2]
     o_part = o_part.contiguous()  # (S, H, Lq, D): rows of D per (split, head, query), as the merge reads
     lse = (lse.reshape(splits, h, lq) * _LOG2E).contiguous()  # natural log -> log2 units
-    out = torch.empty_like(q)
+    out = torch.empty_like(q) if out is None else out
     block_m = 32
     _combine_kernel[(triton.cdiv(lq, block_m), b * h)](
         o_part, lse, out, *out.stride(), lq, h, splits, HEAD_DIM=d, BLOCK_D=d, BLOCK_M=block_m, num_warps=4
