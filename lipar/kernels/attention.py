@@ -49,7 +49,7 @@ STOCK_BACKENDS = {
 # "auto": time the candidates on first use of each shape and keep the fastest correct one.
 BACKENDS = ("auto", "sdpa", *STOCK_BACKENDS, "split_kv", "cudnn_split")
 CUDNN_SPLITS = (2, 3, 4, 5, 6, 8, 10)  # KV chunk counts the tuner tries for cudnn_split
-MIN_CHUNK = 256  # keys per chunk at least: shorter chunks cost more in merging than they win
+MIN_CHUNK = 256  # keys per chunk at least (a bound on the candidates, not a measured optimum)
 TUNE_REPEATS = 5
 TUNE_TOLERANCE = 2e-2  # a candidate's relative difference to SDPA above this is wrong, not rounding
 _forced: str | None = None
@@ -68,7 +68,7 @@ def choose_backend(lq: int, head_dim: int, dtype: torch.dtype, on_cuda: bool, ma
     """Which backend serves softmax(q k^T) v for `lq` queries of `head_dim` (any key count).
 
     The Triton switch (`lipar.kernels.set_triton("attention", True)`) sends every CUDA call to the
-    split-KV kernel. Otherwise CPU, masked (the `none` ablation) and float32 calls go to SDPA, a
+    split-KV kernel. Otherwise CPU, masked (the `exclude` recovery mode) and float32 calls go to SDPA, a
     forced backend is used as forced, and the rest are tuned ("auto", see `tuned_choice`)."""
     if not on_cuda:
         return "sdpa"
@@ -171,9 +171,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -
 
 def cudnn_split_attention(q: Tensor, k: Tensor, v: Tensor, splits: int, out: Tensor | None = None) -> Tensor:
     """Stock cuDNN attention over `splits` KV chunks at once (the chunks as its batch), merged by
-    `_combine_kernel` from each chunk's log-sum-exp. cuDNN runs one program per 64 queries and
-    head, each over the whole KV: 1,560 queries x 12 heads are 1.2 waves on 132 SMs (two waves'
-    time), 780 queries one wave of long programs; chunks make more, shorter programs. q (1, Lq, H, D),
+    `_combine_kernel` from each chunk's log-sum-exp. On an H200 stock cuDNN takes one wave's time
+    (0.168 ms) for up to 1,365 queries x 12 heads against 12,480 keys and two for 1,560
+    (benchmarks/results/gpu_h200/kernels.json): few, long programs. Chunks make more, shorter ones. q (1, Lq, H, D),
     k/v (1, Lk, H, D) views of the cache with Lk a multiple of `splits`; written into `out` (any strides)
     if given."""
     b, lq, h, d = q.shape
