@@ -141,12 +141,17 @@ def main() -> None:
     offer = hostile.offer_sdp()
     started = time.monotonic()
     with BackgroundServer(config) as srv:
+        before = _open_fds()
         phases = {
             "http_offer_bodies_and_headers": http_phase(srv.url, offer, args.http),
             "sdp_mutations": sdp_phase(srv.url, offer, args.sdp),
             "data_channel_messages": channel_phase(srv, args.messages),
         }
         health = srv.call(_health(srv.url))
+        deadline = time.monotonic() + 3 * config.connect_timeout_s
+        while srv.server.viewers and time.monotonic() < deadline:  # offers that were answered, never used
+            time.sleep(0.2)
+        after = {"viewers": len(srv.server.viewers), "open_fds": _open_fds()}
     total = sum(ph["inputs"] for ph in phases.values())
     five_xx = sum(ph.get("5xx_other_than_busy", 0) for ph in phases.values())
     result = {
@@ -162,11 +167,15 @@ def main() -> None:
         "5xx_total": five_xx,
         "log_records_with_traceback_or_error": problems.summary()[:20],
         "health_after": health,
+        # every answered offer gathered ICE sockets; once its slot is freed they must be closed again
+        "open_fds_before_and_after": [before, after["open_fds"]],
+        "viewers_left_after": after["viewers"],
         "targets": {
             "inputs_ge_1000": total >= 1000,
             "no_5xx": five_xx == 0,
             "no_traceback_logged": not problems.records,
             "no_catch_all_reply": phases["data_channel_messages"]["catch_all_replies"] == 0,
+            "no_leaked_peers_or_fds": after["viewers"] == 0 and after["open_fds"] <= before,
         },
         "command": " ".join(["python", *sys.argv]),
         "note": args.note,
@@ -174,6 +183,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=list) + "\n")
     print(json.dumps(result, indent=2, default=list))
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 async def _health(url: str) -> dict:

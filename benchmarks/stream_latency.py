@@ -50,6 +50,7 @@ from stream.config import ServerConfig  # noqa: E402
 from stream.server import BackgroundServer, load_generator  # noqa: E402
 
 BITS = 16  # frame numbers modulo 2**16 fit in one row of blocks
+READY_TIMEOUT_S = 300  # viewers run at a low priority: on a busy machine importing aiortc alone can take a minute
 
 
 class StampedGenerator:
@@ -158,13 +159,15 @@ def thread_cpu_seconds() -> dict[str, float]:
     return out
 
 
-def viewer_process(url: str, seconds: float, conn: Connection) -> None:
+def viewer_process(url: str, seconds: float, conn: Connection, nice: int) -> None:
     """One aiortc viewer in its own process, as a remote viewer would be: it shares no GIL with the
     server. Says "ready" once frames flow, waits for "go", then sends back (code, decode time)
-    pairs; time.monotonic() is one clock for every process on Linux. It runs at the lowest CPU
-    priority: on a small machine it then takes only what the server leaves idle, as a viewer on
-    another machine would, and the fps comparison measures the server's own per-viewer cost."""
-    os.nice(19)
+    pairs; time.monotonic() is one clock for every process on Linux. It runs at a low CPU priority
+    (`--viewer-nice`, 19 by default): on a small machine it then takes mostly what the server leaves
+    idle, as a viewer on another machine would, and the fps comparison measures the server's own
+    per-viewer cost. On a machine that is already overloaded, 19 can starve a viewer so long that it
+    misses the server's ICE consent checks (5 s) and is dropped as dead: use 10 there."""
+    os.nice(nice)
 
     async def main() -> list[tuple[int, float]]:
         async with StreamClient(url) as viewer:
@@ -185,18 +188,18 @@ def viewer_process(url: str, seconds: float, conn: Connection) -> None:
 
 
 def phase(
-    srv: BackgroundServer, stamps: StampedGenerator, viewers: int, warmup: float, seconds: float
+    srv: BackgroundServer, stamps: StampedGenerator, viewers: int, warmup: float, seconds: float, nice: int
 ) -> tuple[dict, list[float]]:
     """Run `viewers` viewer processes; returns the phase's summary and its latencies (ms)."""
     metrics = srv.server.metrics.registry
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe() for _ in range(viewers)]
-    procs = [ctx.Process(target=viewer_process, args=(srv.url, seconds, child)) for _, child in pipes]
+    procs = [ctx.Process(target=viewer_process, args=(srv.url, seconds, child, nice)) for _, child in pipes]
     for proc in procs:
         proc.start()
     try:
         for parent, _ in pipes:
-            if not parent.poll(60) or parent.recv() != "ready":
+            if not parent.poll(READY_TIMEOUT_S) or parent.recv() != "ready":
                 raise RuntimeError("a viewer process did not start receiving frames")
         time.sleep(warmup)  # bitrate ramp-up, first keyframes, allocator warm-up
         for parent, _ in pipes:
@@ -208,6 +211,8 @@ def phase(
     finally:
         for proc in procs:
             proc.join(30)
+            if proc.is_alive():  # never got its "go": the phase failed
+                proc.terminate()
     latencies, unknown = [], 0
     for seen in results:
         for code, received_at in seen:
@@ -379,6 +384,7 @@ def main() -> None:
     p.add_argument("--torch-threads", type=int, default=None, help="CPU threads for the generator (torch)")
     p.add_argument("--codec", choices=("h264", "vp8"), default="vp8", help="VP8: what Debian's Chromium gets")
     p.add_argument("--no-browser", action="store_true", help="skip the headless Chromium phase")
+    p.add_argument("--viewer-nice", type=int, default=19, help="CPU priority of the viewer processes")
     p.add_argument("--note", default="", help="saved in the result (e.g. what else ran on the machine)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stream_latency.json")
     args = p.parse_args()
@@ -405,7 +411,7 @@ def main() -> None:
         phases, latencies = [], {1: [], args.viewers: []}
         for _ in range(args.rounds):
             for n in (1, args.viewers):
-                summary_n, latencies_n = phase(srv, stamps, n, args.warmup, args.seconds)
+                summary_n, latencies_n = phase(srv, stamps, n, args.warmup, args.seconds, args.viewer_nice)
                 phases.append(summary_n)
                 latencies[n] += latencies_n
         browser = None if args.no_browser else chromium_phase(srv, stamps, args.warmup, args.seconds)
@@ -428,6 +434,7 @@ def main() -> None:
         "codec": args.codec,
         "target_fps": args.target_fps,
         "seconds_per_phase": args.seconds,
+        "viewer_nice": args.viewer_nice,
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "phases": phases + ([browser] if browser else []),
         "generator_fps_median": {"1": median_fps(1), str(args.viewers): median_fps(args.viewers)},
