@@ -60,10 +60,13 @@ class LiparConfig:
     # measures better than plain LIPAR (benchmarks/results/lipar_motion.md).
     motion: MotionMode = "off"
     motion_confidence: float = 0.2  # a frame whose estimate is less sure than this runs as plain LIPAR
-    # under motion tau_short, tau_long and tau_output are multiplied by this: a latent moved by a fraction
+    # under motion tau_short and tau_long are multiplied by this: a latent moved by a fraction
     # of a pixel differs from the re-encoded frame by ~0.12 on the tiny VAE (its stride-8 encoder is not
     # shift-equivariant), 25x its static tau_short
     motion_tau_scale: float = 40.0
+    # ... and tau_output by this: x40 (0.03 -> 1.2) turned the settled-output rule off and cost 6-8 dB on
+    # the pan, tilt and zoom clips; 0.06 kept 0.50-0.63 at 29-34 dB (benchmarks/results/lipar_motion.md)
+    motion_output_scale: float = 2.0
     # text-to-video pruning: with no source, tokens are pruned from the model's own outputs alone (the
     # settled-output rule with tau_output, warm-up and bounded age)
     t2v: bool = False
@@ -106,8 +109,10 @@ class LiparConfig:
             raise ValueError(f"LiparConfig.motion must be one of {', '.join(MOTION_MODES)}, got {self.motion!r}")
         if not 0.0 <= self.motion_confidence <= 1.0:
             raise ValueError(f"LiparConfig.motion_confidence must lie in [0, 1], got {self.motion_confidence}")
-        if not (isinstance(self.motion_tau_scale, (int, float)) and self.motion_tau_scale > 0):
-            raise ValueError(f"LiparConfig.motion_tau_scale must be a number > 0, got {self.motion_tau_scale!r}")
+        for name in ("motion_tau_scale", "motion_output_scale"):
+            scale = getattr(self, name)
+            if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and scale > 0):
+                raise ValueError(f"LiparConfig.{name} must be a number > 0, got {scale!r}")
         if not isinstance(self.t2v, bool):
             raise ValueError(f"LiparConfig.t2v must be a bool, got {self.t2v!r}")
 

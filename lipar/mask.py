@@ -15,9 +15,9 @@ each frame refreshes the same share of the grid.
 
 Beyond the paper (DESIGN.md 4.6b, lipar/motion.py): `update(latent, motion)` with the camera's motion
 first moves the mask's state (previous latent, references, smoothed distances, output history) to where
-its content is now, tests with the thresholds scaled by `motion_tau_scale`, and keeps the tokens that
-entered the frame at its border. `update(None)` is text-to-video: with `LiparConfig.t2v` only the output
-rules decide (no source to test), else everything is kept.
+its content is now, tests with thresholds scaled by `motion_tau_scale` and `motion_output_scale`, and
+keeps the tokens that entered the frame at its border. `update(None)` is text-to-video: with
+`LiparConfig.t2v` only the output rules decide (no source to test), else everything is kept.
 
 Everything runs as tensor ops on the latent's device; the only host sync per frame reads the kept
 count and the scene-cut flag, which the result's indices need anyway.
@@ -128,7 +128,7 @@ class StreamingMask:
         if len(grid) != 2 or any(not isinstance(g, int) or g < 1 for g in grid):
             raise ValueError(f"grid must be two positive ints (gh, gw), got {grid!r}")
         self.config = config
-        self._moving = _scaled(config, config.motion_tau_scale)  # the thresholds under camera motion
+        self._moving = _scaled(config, config.motion_tau_scale, config.motion_output_scale)  # under camera motion
         self.grid = (grid[0], grid[1])
         self.device = torch.device(device)  # of the text-to-video masks (a source path follows its latents)
         self.reset()
@@ -285,10 +285,11 @@ class StreamingMask:
             )
 
 
-def _scaled(config: LiparConfig, factor: float) -> LiparConfig:
-    """config with its thresholds (those that are set) multiplied by factor."""
-    taus = {name: getattr(config, name) for name in ("tau_short", "tau_long", "tau_output")}
-    return replace(config, **{name: tau * factor for name, tau in taus.items() if tau is not None})
+def _scaled(config: LiparConfig, source: float, output: float) -> LiparConfig:
+    """config with its source thresholds multiplied by `source` and tau_output by `output` (those set)."""
+    factors = {"tau_short": source, "tau_long": source, "tau_output": output}
+    taus = {name: (getattr(config, name), f) for name, f in factors.items() if getattr(config, name) is not None}
+    return replace(config, **{name: tau * f for name, (tau, f) in taus.items()})
 
 
 def _result(keep: Tensor, cut: Tensor | bool, reason: str) -> MaskResult:

@@ -179,6 +179,7 @@ def test_token_warp_matches_grid_sample_for_sub_token_motions():
         ({"motion": "homography"}, "motion must be one of"),
         ({"motion_confidence": 1.5}, "motion_confidence"),
         ({"motion_tau_scale": 0}, "motion_tau_scale"),
+        ({"motion_output_scale": -1.0}, "motion_output_scale"),
         ({"t2v": 1}, "t2v must be a bool"),
     ],
 )
