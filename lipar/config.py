@@ -57,7 +57,7 @@ class LiparConfig:
     max_age: int = 3
     # Motion compensation (DESIGN.md 4.6b, lipar/motion.py): "off", or the camera model estimated between
     # source frames ("translation": pan/tilt; "similarity": also zoom and roll). Off by default until it
-    # measures better than plain LIPAR (benchmarks/results/lipar_motion.md).
+    # measures better than plain LIPAR (benchmarks/results/lipar_motion/).
     motion: MotionMode = "off"
     motion_confidence: float = 0.2  # a frame whose estimate is less sure than this runs as plain LIPAR
     # under motion tau_short and tau_long are multiplied by this: a latent moved by a fraction
@@ -65,7 +65,7 @@ class LiparConfig:
     # shift-equivariant), 25x its static tau_short
     motion_tau_scale: float = 40.0
     # ... and tau_output by this: x40 (0.03 -> 1.2) turned the settled-output rule off and cost 6-8 dB on
-    # the pan, tilt and zoom clips; 0.06 kept 0.50-0.63 at 29-34 dB (benchmarks/results/lipar_motion.md)
+    # the pan, tilt and zoom clips; 0.06 kept 0.50-0.63 at 29-34 dB (benchmarks/results/lipar_motion/)
     motion_output_scale: float = 2.0
     # text-to-video pruning: with no source, tokens are pruned from the model's own outputs alone (the
     # settled-output rule with tau_output, warm-up and bounded age)
