@@ -41,6 +41,8 @@ def parse_taus(text: str) -> tuple[float, float | None]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    from lipar.config import MOTION_MODES
+
     p.add_argument("--model", default="tiny", help=f"one of: {', '.join(CONFIGS)}")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--size", type=parse_size, default=None, help="HEIGHTxWIDTH (default: the model's)")
@@ -50,13 +52,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", default=None, help="local folder from `python -m train.export_minilm DIR`")
     p.add_argument("--no-lipar", action="store_true", help="turn LIPAR pruning off")
     p.add_argument("--lipar-tau", type=parse_taus, default=None, metavar="SHORT[,LONG]")
+    p.add_argument("--lipar-motion", default="off", choices=MOTION_MODES, help="camera-motion compensation")
+    p.add_argument("--lipar-t2v", action="store_true", help="prune text-to-video frames from the model's outputs")
 
 
 def lipar_from_args(args: argparse.Namespace):
     from lipar.config import LiparConfig
 
     short, long = args.lipar_tau if args.lipar_tau else (None, None)
-    return LiparConfig(enabled=not args.no_lipar, tau_short=short, tau_long=long)
+    return LiparConfig(
+        enabled=not args.no_lipar, tau_short=short, tau_long=long, motion=args.lipar_motion, t2v=args.lipar_t2v
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

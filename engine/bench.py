@@ -243,6 +243,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         "denoising_steps_v2v": len(gen.cfg.v2v_schedule.sigmas),
         "window": {"sinks": gen.cfg.window.sinks, "m": gen.cfg.window.m},
         "mask_encoder": cfg.mask_encoder,
+        "lipar_motion": lipar_on.motion,  # camera-motion compensation of the lipar run (lipar/motion.py)
+        "lipar_t2v": lipar_on.t2v,
         "runs": {"baseline": baseline, "lipar": pruned},
         "sweep": sweep_keep(gen, chunks[0]) if cfg.sweep_keep else [],
         # a random VAE barely moves its latents between frames (on the synthetic clip the wan preset's
