@@ -370,6 +370,7 @@ class StreamServer:
             dropped=viewer.dropped,
             source_frames=snap.source_frames,
             mask=_encode_mask(snap.mask),
+            motion=snap.motion,
             error=snap.error,
         )
 

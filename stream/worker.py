@@ -78,6 +78,7 @@ class Snapshot:
     kept_ratio: float = 1.0
     stages_ms: dict[str, float] = field(default_factory=dict)
     mask: np.ndarray | None = None  # (h/2, w/2) bool, True = kept token
+    motion: dict | None = None  # the camera motion LIPAR compensated (generator stats "motion"), or None
     mode: str = "t2v"
     paused: bool = False
     prompt: str = ""
@@ -260,6 +261,7 @@ class GeneratorWorker:
             kept_ratio=float(stats["kept_ratio"]),
             stages_ms={k: round(float(v), 2) for k, v in stats["stages_ms"].items()},
             mask=np.asarray(out.mask, dtype=bool),
+            motion=stats.get("motion"),
             error=None,
         )
         self._refresh_fps(finished)

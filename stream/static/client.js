@@ -18,6 +18,7 @@ let activeMode = "t2v"; // the source actually in use: "t2v" | "camera" | "file"
 let retryTimer = null;
 let retryDelay = 1000;
 let lastMask = null;
+let lastMoved = false; // whether the last frame's pruned tokens moved with the camera
 const history = [];
 let historyPos = 0;
 
@@ -181,6 +182,7 @@ function updateHud(stats) {
   $("fps").textContent = stats.fps.toFixed(1);
   $("latency").textContent = Math.round(stats.latency_ms);
   $("kept").textContent = `${Math.round(stats.kept_ratio * 100)}%`;
+  $("motion").textContent = motionText(stats.motion);
   $("frame").textContent = stats.frame;
   $("viewers").textContent = stats.viewers;
   $("current-prompt").textContent = stats.prompt;
@@ -189,7 +191,16 @@ function updateHud(stats) {
   $("lipar").checked = stats.lipar; // the stream is shared: show what it does now
   if (stats.error) showMessage(`The generator is failing: ${stats.error}`);
   lastMask = stats.mask;
+  lastMoved = Boolean(stats.motion && stats.motion.used);
   drawMask();
+}
+
+// camera motion LIPAR compensated: shift in % of the frame per latent frame, zoom factor
+function motionText(m) {
+  if (!m) return "–";
+  if (!m.used) return "still";
+  const zoom = Math.abs(m.scale - 1) > 0.001 ? ` ×${m.scale.toFixed(3)}` : "";
+  return `${(m.dx * 100).toFixed(1)}, ${(m.dy * 100).toFixed(1)}%${zoom}`;
 }
 
 // ---------------------------------------------------------------- mask overlay
@@ -212,7 +223,8 @@ function drawMask() {
   const y0 = (box.height - h) / 2;
   const { rows, cols } = lastMask;
   const bits = Uint8Array.from(atob(lastMask.bits), (c) => c.charCodeAt(0));
-  ctx.fillStyle = "rgba(240, 80, 110, 0.45)";
+  // pruned tokens: restored in place (pink), or moved with the camera (orange)
+  ctx.fillStyle = lastMoved ? "rgba(255, 150, 20, 0.45)" : "rgba(240, 80, 110, 0.45)";
   for (let i = 0; i < rows * cols; i++) {
     const kept = (bits[i >> 3] >> (7 - (i & 7))) & 1;
     if (kept) continue;
