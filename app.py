@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.config import CONFIGS
+from engine.config import CONFIGS, SAMPLERS
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -40,16 +40,30 @@ def parse_taus(text: str) -> tuple[float, float | None]:
     return parts[0], (parts[1] if len(parts) == 2 else None)
 
 
+MODEL_HELP = f"preset, one of: {', '.join(CONFIGS)}"
+WEIGHTS_HELP = "DiT checkpoint: a .pt/.pth (self_forcing_dmd.pt) or .safetensors file, or a folder (dit.safetensors)"
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     from lipar.config import MOTION_MODES
 
-    p.add_argument("--model", default="tiny", help=f"one of: {', '.join(CONFIGS)}")
+    p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--size", type=parse_size, default=None, help="HEIGHTxWIDTH (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", default=None, help="local checkpoint folder (dit.safetensors, vae.safetensors)")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--random-weights", action="store_true", help="random weights (timing only)")
-    p.add_argument("--text-encoder", default=None, help="local folder from `python -m train.export_minilm DIR`")
+    p.add_argument(
+        "--text-encoder",
+        default=None,
+        help="local text encoder folder: umT5 (transformers layout, or the Wan2.1-T2V-1.3B release folder) "
+        "or MiniLM (`python -m train.export_minilm DIR`)",
+    )
+    p.add_argument("--vae", default=None, help="VAE weights file (e.g. TAEHV's taew2_1.pth; default: the preset's)")
+    p.add_argument(
+        "--window", default=None, help="attention window: SINKS,M (e.g. 1,6) or global[:N] (default: the preset's)"
+    )
+    p.add_argument("--sampler", default=None, help=f"one of: {', '.join(SAMPLERS)} (default: the preset's)")
     p.add_argument("--no-lipar", action="store_true", help="turn LIPAR pruning off")
     p.add_argument("--lipar-tau", type=parse_taus, default=None, metavar="SHORT[,LONG]")
     p.add_argument("--lipar-motion", default="off", choices=MOTION_MODES, help="camera-motion compensation")
@@ -82,6 +96,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
         text_encoder=args.text_encoder,
         lipar=lipar_from_args(args),
         fps=args.fps,
+        vae=args.vae,
+        window=args.window,
+        sampler=args.sampler,
     )
 
 
@@ -121,6 +138,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
             weights=args.weights,
             random_weights=args.random_weights,
             text_encoder=args.text_encoder,
+            vae=args.vae,
+            window=args.window,
+            sampler=args.sampler,
             source=args.source,
             frames=args.frames,
             warmup=args.warmup,
@@ -169,10 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the live preview page over WebRTC")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--model", default="tiny")
+    s.add_argument("--model", default="tiny", help=MODEL_HELP)
     s.add_argument("--device", default="auto", help="cpu | cuda | auto")
     s.add_argument("--size", type=parse_size, default=None, help="HEIGHTxWIDTH (default: the model's)")
-    s.add_argument("--weights", default=None, help="local checkpoint folder")
+    s.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     s.add_argument("--random-weights", action="store_true", help="random weights (plumbing demos, timing)")
     s.add_argument("--token", default=None, help="required to bind beyond loopback (or $LIPAR_STREAM_TOKEN)")
     s.add_argument("--watch-token", default=None, help="watch without steering (or $LIPAR_STREAM_WATCH_TOKEN)")
@@ -197,13 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("build-engines", help="export ONNX step graphs, verify them, build TensorRT engines")
-    e.add_argument("--model", default="tiny", help=f"one of: {', '.join(CONFIGS)}")
+    e.add_argument("--model", default="tiny", help=MODEL_HELP)
     e.add_argument("--out", default="engines", help="engine cache folder")
     e.add_argument("--device", default="auto", help="cpu | cuda | auto (TensorRT needs cuda)")
     e.add_argument("--size", type=parse_size, action="append", default=None, help="HEIGHTxWIDTH, repeatable")
     e.add_argument("--buckets", type=positive_int, nargs="+", default=None, help="kept-token counts")
     e.add_argument("--precision", default="bf16", help="bf16 | fp16 | fp32 (TensorRT)")
-    e.add_argument("--weights", default=None, help="local checkpoint folder")
+    e.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     e.add_argument("--random-weights", action="store_true")
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=cmd_build_engines)

@@ -34,7 +34,7 @@ def bucket_sizes(tokens_per_frame: int, buckets: int = 16) -> list[int]:
 def graphs_apply(cache: RollingKVCache, key_mask: Tensor | None) -> bool:
     """Whether a fixed-shape graph can run this call: not before the window is full (the count of valid
     keys still grows) and not with a key mask (the `none` ablation runs eagerly)."""
-    return key_mask is None and cache.frames + 1 >= cache.window.slots
+    return key_mask is None and cache.frames + cache.window.block >= cache.window.slots
 
 
 def pad_to_bucket(size: int, x: Tensor, pos: Tensor, write_idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -109,7 +109,7 @@ class CudaGraphRunner:
             dit.compile_blocks()
         self.eager = EagerRunner(dit, cache)
         self.dit, self.cache = dit, cache
-        self.sizes = bucket_sizes(cache.tokens_per_frame, buckets)
+        self.sizes = bucket_sizes(cache.tokens_per_frame * cache.window.block, buckets)  # a block's tokens
         self.graphs: dict[tuple[int, bool], _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.text_kv: list[tuple[Tensor, Tensor]] | None = None

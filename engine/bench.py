@@ -51,6 +51,9 @@ class BenchConfig:
     weights: str | None = None
     random_weights: bool = False
     text_encoder: str | None = None  # local text encoder folder; None: the installed package
+    vae: str | None = None  # VAE weights file (e.g. taew2_1.pth); None: the preset's
+    window: str | None = None  # SINKS,M or global[:N]; None: the preset's
+    sampler: str | None = None  # euler | renoise; None: the preset's
     source: str | None = None
     frames: int = 64  # timed latent frames per variant
     warmup: int = 8  # latent frames before timing starts (the window fills up)
@@ -122,7 +125,7 @@ def run_variant(
         latencies, stages, kept, outputs = [], [], [], []
         ttff = None
         desc = f"{label} ({'timed' if timed else 'capture'})"
-        for i, chunk in enumerate(tqdm(chunks, desc=desc, unit="latent frame", leave=False)):
+        for i, chunk in enumerate(tqdm(chunks, desc=desc, unit="step", leave=False)):
             _sync(gen.device)
             start = time.perf_counter()
             out = gen.step(chunk)
@@ -134,10 +137,11 @@ def run_variant(
                 stages.append(out.stats["stages_ms"])
                 kept.append(out.stats["kept_ratio"])
                 outputs.extend(out.frames)
-    lat = np.array(latencies)
+    lat = np.array(latencies)  # per step: one block of `frames_per_block` latent frames
     result = {
-        "fps": gen.frames_per_latent * len(lat) / (lat.sum() / 1000.0),
+        "fps": gen.frames_per_step * len(lat) / (lat.sum() / 1000.0),
         "latency_ms_p50": float(np.percentile(lat, 50)),
+        "latency_ms_per_latent_frame_p50": float(np.percentile(lat, 50)) / gen.block,
         "latency_ms_p95": float(np.percentile(lat, 95)),
         "latency_ms_p99": float(np.percentile(lat, 99)),
         "ttff_ms": ttff,
@@ -151,14 +155,16 @@ def run_variant(
 
 
 def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 20) -> list[dict]:
-    """DiT time per latent frame (denoising steps + recovery + cache pass) at forced kept ratios."""
+    """DiT time per step (denoising steps + recovery + cache pass over a block) at forced kept ratios; `ms`
+    is per block, `ms_per_latent_frame` per latent frame."""
     gen.set_lipar(LiparConfig(enabled=False))
     gen.reset()
     gen.set_prompt(PROMPT)
     with torch.inference_mode():
         for _ in range(gen.cfg.window.slots + 1):  # fill the window: steady state
             gen.step(chunk)
-        tokens = patchify(gen.encode_source(chunk))
+        source = gen.encode_block(chunk)
+        tokens = torch.cat([patchify(source[:, i]) for i in range(gen.block)], dim=1)
         text_kv = gen.prompt.kv
         rng = torch.Generator().manual_seed(0)
         rows = []
@@ -172,11 +178,19 @@ def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 
                 start = time.perf_counter()
                 t = gen.cache.frames
                 gen.cache.append()
-                gen.denoise(t, tokens, keep, pruned, text_kv)
+                gen.denoise(t, tokens, [keep] * gen.block, [pruned] * gen.block, text_kv)
                 _sync(gen.device)
                 if r >= 3:  # the first repeats capture this bucket's graphs
                     times.append((time.perf_counter() - start) * 1000.0)
-            rows.append({"kept": ratio, "ms": float(np.median(times)), "ms_p95": float(np.percentile(times, 95))})
+            ms = float(np.median(times))
+            rows.append(
+                {
+                    "kept": ratio,
+                    "ms": ms,
+                    "ms_p95": float(np.percentile(times, 95)),
+                    "ms_per_latent_frame": ms / gen.block,
+                }
+            )
     for row in rows:
         row["speedup"] = rows[0]["ms"] / row["ms"]
         row["ideal"] = 1.0 / row["kept"]
@@ -204,6 +218,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         weights=cfg.weights,
         text_encoder_path=cfg.text_encoder,
         backend=cfg.backend,
+        vae_path=cfg.vae,
+        window=cfg.window,
+        sampler=cfg.sampler,
     )
     lipar = cfg.lipar
     if cfg.mask_encoder:
@@ -214,7 +231,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             tau_short=taus.tau_short if lipar.tau_short is None else lipar.tau_short,
             tau_long=taus.tau_long if lipar.tau_long is None else lipar.tau_long,
         )
-    per = gen.frames_per_latent
+    per = gen.frames_per_step  # source frames per step (a block)
     need = (cfg.warmup + cfg.frames) * per
     if cfg.source:
         frames = list(read_frames(cfg.source, limit=need))
@@ -239,9 +256,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         "triton_kernels": cfg.triton,
         "command": cfg.command,
         "frames_timed": cfg.frames,
-        "frames_per_latent": per,
+        "frames_per_latent": gen.frames_per_latent,
+        "frames_per_block": gen.block,
+        "sampler": gen.cfg.sampler,
         "denoising_steps_v2v": len(gen.cfg.v2v_schedule.sigmas),
-        "window": {"sinks": gen.cfg.window.sinks, "m": gen.cfg.window.m},
+        "window": {"sinks": gen.cfg.window.sinks, "m": gen.cfg.window.m, "block": gen.cfg.window.block},
         "mask_encoder": cfg.mask_encoder,
         "lipar_motion": lipar_on.motion,  # camera-motion compensation of the lipar run (lipar/motion.py)
         "lipar_t2v": lipar_on.t2v,
@@ -334,13 +353,15 @@ def print_table(result: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result['model']} {result['size']} · {result['card']} · torch {result['torch']}")
-    for col in ("run", "fps", "p50 ms", "p95 ms", "p99 ms", "ttff ms", "kept", "PSNR dB", "peak GB"):
+    # latencies are per step (a block of frames_per_block latent frames); "p50/frame" per latent frame
+    for col in ("run", "fps", "p50 ms", "p50/frame", "p95 ms", "p99 ms", "ttff ms", "kept", "PSNR dB", "peak GB"):
         table.add_column(col, justify="right")
     for name, r in result["runs"].items():
         table.add_row(
             name,
             f"{r['fps']:.1f}",
             f"{r['latency_ms_p50']:.1f}",
+            f"{r['latency_ms_per_latent_frame_p50']:.1f}",
             f"{r['latency_ms_p95']:.1f}",
             f"{r['latency_ms_p99']:.1f}",
             f"{r['ttff_ms']:.0f}",

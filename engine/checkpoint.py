@@ -140,12 +140,15 @@ def dit_weights_file(weights: str | Path) -> Path:
     if path.is_dir():
         if not (path / DIT_FILE).is_file():
             raise FileNotFoundError(
-                f"no {DIT_FILE} in {path}; give the checkpoint file itself (e.g. self_forcing_dmd.pt) or a "
-                f"folder made by `python -m engine.convert`"
+                f"no {DIT_FILE} in {path}; give the checkpoint file itself (e.g. self_forcing_dmd.pt), a "
+                f"folder made by `python -m engine.convert`, or --random-weights for timing"
             )
         return path / DIT_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"weights not found: {path} (a checkpoint file or a folder with {DIT_FILE})")
+        raise FileNotFoundError(
+            f"weights not found: {path}; give a checkpoint file or a folder with {DIT_FILE}, "
+            f"or --random-weights for timing"
+        )
     return path
 
 

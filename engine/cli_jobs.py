@@ -30,12 +30,16 @@ def generate_video(
     text_encoder: str | None = None,
     lipar=None,
     fps: int = 16,
+    vae: str | None = None,
+    window: str | None = None,
+    sampler: str | None = None,
 ) -> dict:
     """Write exactly `frames` video frames to `out` (H.264 MP4). Returns summary stats."""
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must be an .mp4 file, got {out}")
     validate_prompt(prompt)
-    per = get_config(model).frames_per_latent
+    cfg = get_config(model)
+    per = cfg.frames_per_block * cfg.frames_per_latent  # video frames in and out per step (a block)
     steps = math.ceil(frames / per)
     sources = None
     if source is not None:  # read the source before loading anything heavy: a bad file fails fast
@@ -51,19 +55,24 @@ def generate_video(
         seed=seed,
         weights=weights,
         text_encoder_path=text_encoder,
+        vae_path=vae,
+        window=window,
+        sampler=sampler,
     )
     gen.set_prompt(prompt)
-    kept, written = [], 0
-    with VideoWriter(out, fps) as writer:
-        for i in tqdm(range(steps), desc="generating", unit="latent frame"):
+    kept, written, i = [], 0, 0
+    with VideoWriter(out, fps) as writer, tqdm(total=frames, desc="generating", unit="frame") as bar:
+        while written < frames:
             chunk = None
-            if sources is not None:
-                chunk = sources[i * gen.frames_per_latent : (i + 1) * gen.frames_per_latent]
+            if sources is not None:  # a TAEHV release drops the stream's first frames: the last chunk is held
+                chunk = sources[i * per : (i + 1) * per] if i < steps else sources[-per:]
             result = gen.step(chunk)
             kept.append(result.stats["kept_ratio"])
             for frame in result.frames[: frames - written]:
                 writer.write(frame)
                 written += 1
+                bar.update()
+            i += 1
     summary = {"frames": written, "kept_ratio_mean": sum(kept) / len(kept), "out": str(out)}
     log.info("wrote %d frames to %s (mean kept ratio %.2f)", written, out, summary["kept_ratio_mean"])
     return summary

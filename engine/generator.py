@@ -1,16 +1,20 @@
-"""StreamingGenerator: one latent frame per `step()`, text-to-video or video-to-video, LIPAR-pruned.
+"""StreamingGenerator: one block of latent frames per `step()`, text-to-video or video-to-video, LIPAR-pruned.
 
 The server, the CLI and the benchmark all drive this one object; nobody copies the loop.
-Data flow per latent frame (DESIGN.md §2): encode the source -> LIPAR mask -> SDEdit start ->
-denoising steps over the kept tokens (pruned K/V recovered from the clean cache) -> restore the
-pruned tokens from the previous clean latent -> cache pass at sigma = 0 -> decode.
+Data flow per block (DESIGN.md §2): encode the source -> LIPAR mask per latent frame -> SDEdit start ->
+denoising steps over the kept tokens of the block's frames, jointly (block-causal: they see each other
+and the cache window; pruned K/V recovered from the clean cache) -> restore the pruned tokens from
+the previous clean latent -> cache pass at sigma = 0 over the whole block -> decode.
+A block is one latent frame for our frame-wise presets (lowest latency) and three for `self-forcing`
+(as its released models were trained). Block size, attention window and sampler come from the preset;
+each is one mechanism the loop calls: the cache's window, the sampler object, the noise source.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +23,13 @@ from torch import Tensor
 
 from engine.backends import BACKENDS, CudaGraphRunner, EagerRunner, GraphedCall
 from engine.checkpoint import WEIGHTS_DIR, load_dit, load_state
-from engine.config import ModelConfig, get_config
+from engine.config import KVWindow, ModelConfig, get_config, parse_window
 from engine.dit import CausalDiT, patchify, unpatchify
 from engine.kv_cache import RollingKVCache
-from engine.sampler import add_noise, euler_step, next_sigmas
+from engine.sampler import NoiseSource, SeededNoise, add_noise, build_sampler, next_sigmas
 from engine.text import build_text_encoder
 from engine.timing import StageTimer
-from engine.vae import build_vae
+from engine.vae import build_vae, load_vae_weights
 from lipar.config import LiparConfig
 from lipar.mask import MaskResult, StreamingMask
 from lipar.motion import MotionCompensator
@@ -37,9 +41,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StepOutput:
-    frames: list[np.ndarray]  # frames_per_latent video frames, uint8 (H, W, 3)
-    stats: dict  # frame, mode, kept_ratio, kv_frames, stages_ms, total_ms
-    mask: np.ndarray  # bool (h/2, w/2), True = token recomputed this frame
+    frames: list[np.ndarray]  # frames_per_block * frames_per_latent video frames, uint8 (H, W, 3)
+    stats: dict  # frame, latent_frames, mode, kept_ratio, kv_frames, stages_ms, total_ms, ms_per_latent_frame
+    mask: np.ndarray  # bool (h/2, w/2), True = token recomputed in the block's last frame
+    latents: Tensor | None = None  # (1, frames_per_block, C, h, w) float32 clean latents of the block
 
 
 @dataclass
@@ -50,6 +55,7 @@ class _Prompt:
     transition_frames: int = 0
     text: str = ""
     kv: list = field(default_factory=list)
+    recache: bool = False  # recompute the cached frames' K/V under this prompt at the next step
 
 
 def resolve_device(device: str) -> torch.device:
@@ -83,11 +89,15 @@ class StreamingGenerator:
         self.grid = (self.latent_h // 2, self.latent_w // 2)
         self.tokens = self.grid[0] * self.grid[1]
         self.frames_per_latent = cfg.frames_per_latent
+        self.block = cfg.frames_per_block
         self.dit = dit.to(device=device, dtype=self.dtype).eval()
         self.vae = vae.to(device=device, dtype=self.dtype).eval()
         self.text_encoder = text_encoder
         self.seed = seed
-        self.cache = RollingKVCache(cfg.layers, 1, self.tokens, cfg.heads, cfg.head_dim, cfg.window, device, self.dtype)
+        self.cache = RollingKVCache(
+            cfg.layers, 1, self.tokens, cfg.heads, cfg.head_dim, cfg.window, device, self.dtype, cfg.patch_dim
+        )
+        self.sampler = build_sampler(cfg.sampler)
         if backend == "auto":
             backend = "cudagraph" if device.type == "cuda" else "torch"
         if backend not in BACKENDS:
@@ -106,11 +116,16 @@ class StreamingGenerator:
         rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
         self.grid_pos = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(device)  # (N, 2)
         self.all_idx = torch.arange(self.tokens, device=device)
-        self.lipar = lipar.resolved(cfg.lipar.tau_short, cfg.lipar.tau_long, cfg.lipar.tau_output)
+        self.lipar = self._resolve_lipar(lipar)
         self.mask = StreamingMask(self.lipar, self.grid, device)
         self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))  # camera motion (4.6b)
         self.prompt: _Prompt | None = None
         self.reset()
+
+    @property
+    def frames_per_step(self) -> int:
+        """Source (and output) video frames per `step()`: a block of latent frames."""
+        return self.block * self.frames_per_latent
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -125,31 +140,42 @@ class StreamingGenerator:
         weights: str | Path | None = None,
         text_encoder_path: str | Path | None = None,
         backend: str = "auto",
+        vae_path: str | Path | None = None,
+        window: str | KVWindow | None = None,
+        sampler: str | None = None,
     ) -> StreamingGenerator:
-        """Load a preset. Weights come from the repo (`engine/weights/<name>/`) or `weights`, a local
-        folder holding dit.safetensors (and vae.safetensors). Nothing is ever downloaded; random
-        weights only when asked for."""
+        """Load a preset. DiT weights come from the repo (`engine/weights/<name>/`) or `weights`: a
+        checkpoint file (.safetensors, or a Self-Forcing-style .pt/.pth) or a folder holding dit.safetensors
+        (and vae.safetensors). `vae_path` is a VAE file (e.g. TAEHV's taew2_1.pth). `window` (SINKS,M or
+        global[:N]) and `sampler` override the preset's. Nothing is ever downloaded; random weights only
+        when asked for."""
         cfg = get_config(name)
+        if isinstance(window, str):
+            window = parse_window(window, cfg.frames_per_block)
+        cfg = replace(cfg, window=window or cfg.window, sampler=sampler or cfg.sampler)  # validates the sampler
         dev = resolve_device(device)
         size = size or (cfg.height, cfg.width)
         cfg.latent_size(*size)  # validates the size before anything heavy happens
         dit, vae = load_dit(name, weights, random_weights, seed), build_vae(cfg)
-        if not random_weights:
+        if vae_path is not None:
+            load_vae_weights(vae, vae_path)
+        elif not random_weights:
             # a DiT-only folder (a training run's export) pairs with the shipped VAE it was trained on
-            folder = Path(weights) if weights is not None else WEIGHTS_DIR / name
-            vae_file = next(
-                (f for f in (folder / "vae.safetensors", WEIGHTS_DIR / name / "vae.safetensors") if f.is_file()), None
-            )
+            folders = [Path(weights)] if weights is not None and Path(weights).is_dir() else []
+            files = [f / "vae.safetensors" for f in (*folders, WEIGHTS_DIR / name)]
+            vae_file = next((f for f in files if f.is_file()), None)
             if vae_file is None:
-                log.warning("no vae.safetensors for %s: the VAE has random weights", name)
+                log.warning("no VAE weights for %s (give --vae FILE): the VAE has random weights", name)
             else:
-                load_state(vae, vae_file)
+                load_vae_weights(vae, vae_file)
         text = build_text_encoder(cfg, path=text_encoder_path, random=random_weights and cfg.text_encoder != "minilm")
         return cls(cfg, dit, vae, text, dev, size, lipar or LiparConfig(), seed, backend)
 
     # ------------------------------------------------------------------ controls
-    def set_prompt(self, text: str, transition_frames: int = 0) -> None:
-        """Takes effect at the next latent frame, blended over `transition_frames` frames."""
+    def set_prompt(self, text: str, transition_frames: int = 0, recache: bool = False) -> None:
+        """Takes effect at the next step, blended over `transition_frames` steps. `recache` (LongLive's fix
+        for switch artifacts): the next step first recomputes the cached frames' K/V under the new prompt
+        (its cost is `stages_ms["recache"]`), so the context no longer carries the old prompt."""
         if not isinstance(transition_frames, int) or not 0 <= transition_frames <= 1000:
             raise ValueError(f"transition_frames must be an integer in [0, 1000], got {transition_frames!r}")
         states = self.text_encoder.encode(text)[None].to(self.device, self.dtype)
@@ -160,9 +186,18 @@ class StreamingGenerator:
             states, previous, transition_frames if previous is not None else 0, transition_frames, text
         )
         self.prompt.kv = self.dit.text_kv(states)
+        self.prompt.recache = recache
+
+    def _resolve_lipar(self, config: LiparConfig) -> LiparConfig:
+        if self.block > 1 and config.enabled and config.motion != "off":
+            raise ValueError(
+                f"LIPAR motion compensation follows the camera frame by frame: it needs frames_per_block 1, "
+                f"and {self.cfg.name} denoises {self.block} latent frames per block"
+            )
+        return config.resolved(self.cfg.lipar.tau_short, self.cfg.lipar.tau_long, self.cfg.lipar.tau_output)
 
     def set_lipar(self, config: LiparConfig) -> None:
-        self.lipar = config.resolved(self.cfg.lipar.tau_short, self.cfg.lipar.tau_long, self.cfg.lipar.tau_output)
+        self.lipar = self._resolve_lipar(config)
         self.mask = StreamingMask(self.lipar, self.grid, self.device)  # starts by keeping everything
         self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))
         self.recovery = make_recovery(self.lipar.recovery)
@@ -194,12 +229,14 @@ class StreamingGenerator:
         self.vae.reset()
         self.previous_clean: Tensor | None = None  # (1, N, D) tokens of the last clean latent
         self.recovery = make_recovery(self.lipar.recovery)  # per-stream state (the noisy-copy ablation's)
-        self.noise = torch.Generator(device=self.device).manual_seed(self.seed)
+        # any callable shape -> standard normal noise; assign another after reset() to inject noise
+        self.noise_source: NoiseSource = SeededNoise(self.seed, self.device)
         self.last_mode: str | None = None
 
-    # ------------------------------------------------------------------ one latent frame
+    # ------------------------------------------------------------------ one block of latent frames
     @torch.inference_mode()
     def step(self, source: np.ndarray | Sequence[np.ndarray] | None = None) -> StepOutput:
+        """One block: `frames_per_step` source frames (or one still frame, held) or None for text-to-video."""
         if self.prompt is None:
             raise RuntimeError("set_prompt() must be called before step()")
         mode = "t2v" if source is None else "v2v"
@@ -212,41 +249,64 @@ class StreamingGenerator:
         t = self.cache.frames
         self.cache.append()
         context_frames = self.cache.context_frames
+        if self.prompt.recache:
+            with timer("recache"):
+                recached = self._recache(self.prompt.kv)
+            self.prompt.recache = False
+        else:
+            recached = 0
 
-        source_tokens = frames_in = None
+        source_tokens = frames_in = source_latents = None
         if source is not None:
             with timer("encode"):
-                frames_in = self._source_tensor(source)  # (1, T, H, W, 3) uint8
-                source_latent = self._encode(frames_in)  # (1, C, h, w)
-                source_tokens = patchify(source_latent)
+                frames_in = self._source_tensor(source, self.frames_per_step)  # (1, F*T, H, W, 3) uint8
+                source_latents = self._encode_block(frames_in)  # (1, F, C, h, w)
+                source_tokens = torch.cat([patchify(source_latents[:, i]) for i in range(self.block)], dim=1)
         with timer("mask"):
-            self.motion.observe(None if frames_in is None else frames_in[0, -1])
-            if frames_in is not None and self._mask_encode is not None:
-                source_latent = self._mask_encode(frames_in)  # what the mask compares; the DiT has source_tokens
-            mask = self._mask(source_latent if source is not None else None)
+            masks = self._block_masks(frames_in, source_latents)
         with timer("dit"):
-            clean = self.denoise(t, source_tokens, mask.keep_idx, mask.pruned_idx, self._text_kv())
-        if mask.reason != "disabled":
-            with timer("mask"):  # the settled-output rule measures this frame's output for the next mask
-                self.mask.observe_output(unpatchify(clean, self.latent_h, self.latent_w)[0], mask.keep)
+            keep_idx, pruned_idx = [m.keep_idx for m in masks], [m.pruned_idx for m in masks]
+            clean = self.denoise(t, source_tokens, keep_idx, pruned_idx, self._text_kv())  # (1, F*N, D)
+        frames_clean = clean.split(self.tokens, dim=1)
+        for mask, frame_clean in zip(masks, frames_clean):
+            if mask.reason != "disabled":
+                with timer("mask"):  # the settled-output rule measures this frame's output for the next mask
+                    self.mask.observe_output(unpatchify(frame_clean, self.latent_h, self.latent_w)[0], mask.keep)
         with timer("decode"):
-            frames_out = self._decode(clean).cpu().numpy()
+            frames_out = torch.cat([self._decode(c) for c in frames_clean]).cpu().numpy()
         stages = timer.read_ms()
+        total = sum(stages.values())
         stats = {
-            "frame": t,
+            "frame": t,  # the block's first latent frame
+            "latent_frames": self.block,
             "mode": mode,
-            "kept_ratio": mask.kept_ratio,
-            "mask_reason": mask.reason,
+            "kept_ratio": sum(m.kept_ratio for m in masks) / len(masks),
+            "mask_reason": masks[-1].reason,
             "motion": self.motion.stats(),
             "kv_frames": context_frames,
+            "recached_frames": recached,
             "stages_ms": stages,
-            "total_ms": sum(stages.values()),
+            "total_ms": total,
+            "ms_per_latent_frame": total / self.block,
         }
-        return StepOutput(list(frames_out), stats, mask.keep.cpu().numpy())
+        latents = torch.stack([unpatchify(c, self.latent_h, self.latent_w) for c in frames_clean], dim=1)
+        return StepOutput(list(frames_out), stats, masks[-1].keep.cpu().numpy(), latents.float())
 
     def encode_source(self, source: np.ndarray | Sequence[np.ndarray]) -> Tensor:
-        """uint8 (H, W, 3) frame(s) -> the source latent (1, C, h, w)."""
-        return self._encode(self._source_tensor(source))
+        """uint8 (H, W, 3) frame(s) of one latent frame -> the source latent (1, C, h, w)."""
+        return self._encode(self._source_tensor(source, self.frames_per_latent))
+
+    def encode_block(self, source: np.ndarray | Sequence[np.ndarray]) -> Tensor:
+        """uint8 (H, W, 3) frames of a block (or one still frame) -> its source latents (1, F, C, h, w)."""
+        return self._encode_block(self._source_tensor(source, self.frames_per_step))
+
+    def _encode_block(self, frames: Tensor) -> Tensor:
+        """uint8 (1, F * frames_per_latent, H, W, 3) on the device -> latents (1, F, C, h, w), one VAE step each."""
+        return torch.stack([self._encode(chunk) for chunk in self._latent_chunks(frames)], dim=1)
+
+    def _latent_chunks(self, frames: Tensor) -> list[Tensor]:
+        """(1, F * frames_per_latent, H, W, 3) -> the F chunks of frames_per_latent frames."""
+        return list(frames.split(self.frames_per_latent, dim=1))
 
     def _encode_pixels(self, frames: Tensor, vae: torch.nn.Module | None = None) -> Tensor:
         """uint8 (1, T, H, W, 3) on the device -> latent (1, C, h, w) of `vae` (default: the model's)."""
@@ -259,15 +319,16 @@ class StreamingGenerator:
         frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return frames.permute(0, 2, 3, 1)
 
-    def _source_tensor(self, source: np.ndarray | Sequence[np.ndarray]) -> Tensor:
-        """uint8 (H, W, 3) frame(s) -> uint8 (1, T, H, W, 3) on the device, at the generator's size."""
+    def _source_tensor(self, source: np.ndarray | Sequence[np.ndarray], count: int) -> Tensor:
+        """`count` uint8 (H, W, 3) frames (or one, held) -> uint8 (1, count, H, W, 3) on the device, at the
+        generator's size."""
         import cv2
 
         frames = [source] if isinstance(source, np.ndarray) else list(source)
-        if len(frames) == 1 and self.frames_per_latent > 1:
-            frames = frames * self.frames_per_latent  # a still source: hold the frame
-        if len(frames) != self.frames_per_latent:
-            raise ValueError(f"expected {self.frames_per_latent} source frame(s) per step, got {len(frames)}")
+        if len(frames) == 1 and count > 1:
+            frames = frames * count  # a still source: hold the frame
+        if len(frames) != count:
+            raise ValueError(f"expected {count} source frame(s) per step, got {len(frames)}")
         out = []
         for f in frames:
             if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
@@ -289,6 +350,26 @@ class StreamingGenerator:
             return MaskResult(everything, self.all_idx, self.all_idx[:0], 1.0, result.reason)
         return result
 
+    def _block_masks(self, frames: Tensor | None, source_latents: Tensor | None) -> list[MaskResult]:
+        """One mask per latent frame of the block, each against the frame before it (`frames` uint8
+        (1, F*T, H, W, 3) and their latents, or None for text-to-video). Inside a block a token stays pruned
+        only while it is pruned in every frame since the block began: then the last clean frame (before
+        the block) is what it is restored and recovered from."""
+        masks = []
+        for i, chunk in enumerate(self._latent_chunks(frames) if frames is not None else [None] * self.block):
+            self.motion.observe(None if chunk is None else chunk[0, -1])
+            latent = None if chunk is None else source_latents[:, i]
+            if chunk is not None and self._mask_encode is not None:
+                latent = self._mask_encode(chunk)  # what the mask compares; the DiT has the source tokens
+            masks.append(self._mask(latent))
+        for i in range(1, len(masks)):
+            keep = masks[i].keep | masks[i - 1].keep
+            if not torch.equal(keep, masks[i].keep):
+                flat = keep.flatten()
+                kept = self.all_idx[flat]
+                masks[i] = MaskResult(keep, kept, self.all_idx[~flat], kept.numel() / self.tokens, masks[i].reason)
+        return masks
+
     def _text_kv(self) -> list:
         """Cross-attention K/V for the frame being generated now (blended while a transition runs)."""
         p = self.prompt
@@ -309,11 +390,13 @@ class StreamingGenerator:
         rc = self.grid_pos[idx]
         return torch.cat([torch.full_like(rc[:, :1], t), rc], dim=1)
 
-    def _recover(self, t: int, pruned_idx: Tensor, source: tuple[Tensor, Tensor] | None) -> None:
-        """Fill the current slot's pruned positions, all layers in one call: the clean K/V of the last
-        clean frame, or `source` (k_pre, v), which the recovery mode chose."""
+    def _recover(self, t: int, pruned_idx: Tensor, source: tuple[Tensor, Tensor] | None, slot: int) -> None:
+        """Fill the pruned positions of frame t (in `slot`), all layers in one call: the clean K/V of the
+        last clean frame, or `source` (k_pre, v), which the recovery mode chose."""
+        if not pruned_idx.numel():
+            return
         cos, sin = self.dit.rope.cos_sin(self.positions(t, pruned_idx))
-        dst_k, dst_v, dst_k_pre = self.cache.frame(self.cache.current_slot)
+        dst_k, dst_v, dst_k_pre = self.cache.frame(slot)
         if source is None:
             _, src_v, src_k_pre = self.cache.frame(self.cache.previous_slot)
         else:
@@ -322,49 +405,86 @@ class StreamingGenerator:
         recover_kv(src_k_pre, src_v, dst_k, dst_v, dst_k_pre, pruned_idx, cos, sin)
 
     def denoise(
-        self, t: int, source_tokens: Tensor | None, keep_idx: Tensor, pruned_idx: Tensor, text_kv: list
+        self,
+        t: int,
+        source_tokens: Tensor | None,
+        keep_idx: list[Tensor],
+        pruned_idx: list[Tensor],
+        text_kv: list,
     ) -> Tensor:
-        """Denoise the kept tokens of frame t (its cache slot already opened), restore the pruned ones
-        from the previous clean latent, run the cache pass. Returns the clean tokens (1, N, C*4)."""
+        """Denoise the kept tokens of the block starting at frame t (its cache slots already opened) jointly,
+        restore the pruned ones from the previous clean latent, run the cache pass over the block.
+        `source_tokens` (1, F*N, C*4) or None (text-to-video); `keep_idx` / `pruned_idx` hold each frame's
+        flat token indices. Returns the block's clean tokens (1, F*N, C*4), frame-major."""
         schedule = self.cfg.t2v_schedule if source_tokens is None else self.cfg.v2v_schedule
         sigmas = schedule.sigmas
-        noise = torch.randn(
-            (1, self.tokens, self.cfg.patch_dim), generator=self.noise, device=self.device, dtype=torch.float32
-        )
-        pruned = pruned_idx.numel() > 0
-        if source_tokens is None:
-            x = noise
-        else:
-            x = add_noise(source_tokens.float(), noise, sigmas[0])
-        x = x[:, keep_idx] if pruned else x
-        pos = self.positions(t, keep_idx)
+        n, slots = self.tokens, self.cache.current_slots
+        noise = self.noise_source((1, self.block * n, self.cfg.patch_dim))
+        x = noise if source_tokens is None else add_noise(source_tokens.float(), noise, sigmas[0])
+        pruned = any(p.numel() for p in pruned_idx)
+        block_keep = torch.cat([k + i * n for i, k in enumerate(keep_idx)])  # over the block's tokens
+        x = x[:, block_keep] if pruned else x
+        pos = torch.cat([self.positions(t + i, k) for i, k in enumerate(keep_idx)])
         recovery = self.recovery
         key_mask = None
         if pruned:  # every mode starts from the clean previous frame's K/V at the pruned positions
-            self._recover(t, pruned_idx, None)
-            key_mask = recovery.key_mask(self.cache.valid_tokens, self.cache.current_slot * self.tokens, pruned_idx)
+            for i, p in enumerate(pruned_idx):
+                self._recover(t + i, p, None, slots[i])
+            key_mask = self._key_mask(pruned_idx)
         refilled = False  # whether the pruned positions now hold something other than the clean copy
-        write_idx = self.cache.token_index(self.cache.current_slot, keep_idx)
-        steps = list(zip(sigmas, next_sigmas(sigmas))) if keep_idx.numel() else []  # all pruned: a still frame
+        write_idx = self.cache.block_token_index(block_keep)
+        steps = list(zip(sigmas, next_sigmas(sigmas))) if block_keep.numel() else []  # all pruned: a still frame
         for i, (sigma, sigma_next) in enumerate(steps):
             source_kv = recovery.source(i) if pruned else None
-            if source_kv is not None:
-                self._recover(t, pruned_idx, source_kv)
+            if source_kv is not None:  # a token pruned in the block is the previous block's last frame's
+                for j, p in enumerate(pruned_idx):
+                    self._recover(t + j, p, source_kv, slots[j])
                 refilled = True
             timestep = self._timestep(sigma)
             v = self.runner(x.to(self.dtype), pos, timestep, text_kv, write_idx, recovery.stores_step_kv, key_mask)
-            x = euler_step(x, v.float(), sigma, sigma_next)
+            x = self.sampler.step(x, v.float(), sigma, sigma_next, self.noise_source)
             recovery.after_step(i, self._slot_snapshot)
         recovery.end_frame()
-        clean = restore(x, keep_idx, self.motion.tokens(self.previous_clean)) if pruned else x
-        # cache pass: the clean frame's K/V (and K before RoPE) go into the cache for later frames
+        if pruned:
+            previous = self.motion.tokens(self.previous_clean)  # where its content is now (a still camera: as is)
+            frames = x.split([k.numel() for k in keep_idx], dim=1)
+            clean = torch.cat([restore(f, k, previous) for f, k in zip(frames, keep_idx)], dim=1)
+        else:
+            clean = x
+        # cache pass: the clean block's K/V (and K before RoPE) go into the cache for later blocks
         if refilled:
-            self._recover(t, pruned_idx, None)
-        if keep_idx.numel():
+            for j, p in enumerate(pruned_idx):
+                self._recover(t + j, p, None, slots[j])
+        if block_keep.numel():
             self.runner(x.to(self.dtype), pos, self._timestep(0.0), text_kv, write_idx, True, key_mask)
-        self.cache.commit()
-        self.previous_clean = clean
+        self.cache.commit(clean)
+        self.previous_clean = clean[:, -n:]
         return clean
+
+    def _key_mask(self, pruned_idx: list[Tensor]) -> Tensor | None:
+        """The recovery mode's key mask over the valid keys, for every frame of the block at once."""
+        combined = None
+        for slot, pruned in zip(self.cache.current_slots, pruned_idx):
+            mask = self.recovery.key_mask(self.cache.valid_tokens, slot * self.tokens, pruned)
+            if mask is not None:
+                combined = mask if combined is None else combined & mask
+        return combined
+
+    def _recache(self, text_kv: list) -> int:
+        """Recompute the cached frames' K/V under `text_kv`: each cached block, oldest first, runs the cache
+        pass again over its clean tokens, seeing the frames up to its own (as when it was made, less
+        what the window has since evicted). Returns the number of frames recomputed."""
+        recomputed = 0
+        for slots in self.cache.cached_blocks():
+            idx = torch.arange(len(slots) * self.tokens, device=self.device)
+            cache_idx = self.cache.block_token_index(idx, slots)
+            times = [self.cache.slot_time[s] for s in slots]
+            pos = torch.cat([self.positions(time, self.all_idx) for time in times])
+            x = self.cache.clean[:, cache_idx]
+            key_mask = self.cache.keys_up_to(times[-1])
+            self.runner(x.to(self.dtype), pos, self._timestep(0.0), text_kv, cache_idx, True, key_mask)
+            recomputed += len(slots)
+        return recomputed
 
     def _timestep(self, sigma: float) -> Tensor:
         if sigma not in self._timesteps:
@@ -372,5 +492,6 @@ class StreamingGenerator:
         return self._timesteps[sigma]
 
     def _slot_snapshot(self) -> tuple[Tensor, Tensor]:
-        _, v, k_pre = self.cache.frame(self.cache.current_slot)
+        """(k_pre, v) of the block's last frame: what the next block's pruned tokens continue from."""
+        _, v, k_pre = self.cache.frame(self.cache.current_slots[-1])
         return k_pre.clone(), v.clone()
