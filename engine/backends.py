@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "cudagraph")
 # torch.compile of the blocks inside the CUDA graphs: measured on an H200 (benchmarks/dit_pass.py)
-COMPILED_DEFAULT = True  # 19.5 vs 28.1 ms per full-frame pass (dit_pass.json)
+COMPILED_DEFAULT = True  # 19.5 vs 28.1 ms per full-frame pass (results/gpu_h200/dit_pass_variants.json)
 
 
 def bucket_sizes(tokens_per_frame: int, buckets: int = 16) -> list[int]:
