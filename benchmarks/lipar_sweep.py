@@ -108,7 +108,7 @@ def sweep_clip(
     bar: tqdm,
 ) -> dict:
     """The unpruned run and every LIPAR run of one clip, with their figures over the frames after `warmup`."""
-    per = gen.frames_per_latent
+    per = gen.frames_per_step  # source frames per step (a block of latent frames)
     chunks = latent_chunks(source, per)
     timed_source = source[warmup * per :]
     base_cfg = dataclasses.replace(runs[0], enabled=False)
@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default="tiny")
     p.add_argument("--device", default="cpu")
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--warmup", type=int, default=8, help="latent frames before the measured ones")
-    p.add_argument("--frames", type=int, default=24, help="measured latent frames")
+    p.add_argument("--warmup", type=int, default=8, help="steps (blocks; tiny: 1 frame) before the measured")
+    p.add_argument("--frames", type=int, default=24, help="measured steps")
     p.add_argument("--prompt", default=PROMPT, help="for clips without one in benchmarks/data/clips.json")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/lipar_sweep"))
     a = p.parse_args(argv)
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not clips:
         p.error("no clips: pass --clips, or make benchmarks/data/ (benchmarks/data/make_clips.py)")
     try:  # every clip is read before the model loads: a bad one fails at once
-        need = (a.warmup + a.frames) * get_config(a.model).frames_per_latent
+        cfg = get_config(a.model)
+        need = (a.warmup + a.frames) * cfg.frames_per_block * cfg.frames_per_latent  # the generator's frames_per_step
         sources = {path: load_clip(path, need) for path in clips}
     except ValueError as e:
         p.error(str(e))
