@@ -217,7 +217,6 @@ def main(argv: list[str] | None = None) -> dict:
         sources = {path: load_clip(path, need) for path in clips}
     except ValueError as e:
         p.error(str(e))
-    torch.set_grad_enabled(False)
     gen = StreamingGenerator.from_pretrained(a.model, device=a.device, size=(a.size, a.size))
     prompts = clip_prompts()
     start = time.perf_counter()
