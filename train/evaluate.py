@@ -63,7 +63,7 @@ MOTION_PROMPTS = [
 ]
 
 
-def _fidelity_clips(frames: int) -> list[ClipParams]:
+def fidelity_clips(frames: int) -> list[ClipParams]:
     """Static-camera clips of one moving object, as a camera would see them; seeds only vary wording."""
     noise = Background("noise", ("green", "white"), noise_seed=5)
     stripes = Background("stripes", ("purple", "white"), period=0.3)
@@ -155,7 +155,7 @@ def fidelity(gen, frames: int = 16) -> dict:
     """Video-to-video with the source's own caption: sequence PSNR against the source per clip, and
     over all clips together (total MSE); the flicker where the source stands still."""
     per_clip, outputs, sources, flicker = {}, [], [], []
-    for params in _fidelity_clips(frames):
+    for params in fidelity_clips(frames):
         source = list(render([params], gen.height)[0].numpy())
         text = caption(params)
         gen.reset()
