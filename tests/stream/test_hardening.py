@@ -57,7 +57,8 @@ offer_body = hostile.offer_body
         (offer_body(OFFER.replace("m=video", "m=vidéo")), {}, 400, "printable ASCII"),
         (offer_body(OFFER.replace("a=mid:0", "a=mid:")), {}, 400, "a=mid must be"),
         (offer_body(OFFER.replace("a=mid:0", "a=mid:0\x00")), {}, 400, "printable ASCII"),
-        (offer_body(OFFER.replace("a=ice-ufrag:", "a=ice-ufraq:")), {}, 400, "the WebRTC stack could not use it"),
+        (offer_body(OFFER.replace("a=ice-ufrag:", "a=ice-ufraq:")), {}, 400, "no a=ice-ufrag line"),
+        (offer_body(OFFER.replace("a=setup:actpass", "a=setup:bogus")), {}, 400, "the WebRTC stack could not use it"),
     ],
 )
 def test_bad_offers_get_a_4xx_with_a_short_reason(server, body, headers, status, error) -> None:
