@@ -131,7 +131,8 @@ def test_lipar_off_and_on_agree_on_the_first_frame(gen):
 def test_static_source_is_pruned_and_restored_exactly(gen):
     """A still source: after the first frame nothing changes, every token is pruned, and the output
     latent is the previous clean latent (restoration), so the decoded frame repeats exactly."""
-    gen.set_lipar(LiparConfig(enabled=True))
+    # the source test alone: no warm-up beyond the first frame, no age bound, no settled-output rule
+    gen.set_lipar(LiparConfig(enabled=True, warmup_frames=1, max_age=0, tau_output=float("inf")))
     gen.reset()
     still = moving_square(0)
     outs = [gen.step(still) for _ in range(4)]
