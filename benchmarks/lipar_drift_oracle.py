@@ -24,29 +24,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.bench import PROMPT, synthetic_clip  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
 from engine.quality import sequence_psnr  # noqa: E402
-from engine.sampler import add_noise, euler_step, next_sigmas  # noqa: E402
+from engine.sampler import add_noise, next_sigmas  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
 from lipar.prune import restore  # noqa: E402
 
 
 class OracleContext(StreamingGenerator):
-    """Denoising steps over all tokens; restoration and the cache pass as LIPAR's (video-to-video only)."""
+    """Denoising steps over all tokens; restoration and the cache pass as LIPAR's (video-to-video, one
+    latent frame a block, as tiny runs)."""
 
     def denoise(self, t, source_tokens, keep_idx, pruned_idx, text_kv):
+        (keep,), (pruned,) = keep_idx, pruned_idx
         sigmas = self.cfg.v2v_schedule.sigmas
-        noise = torch.randn((1, self.tokens, self.cfg.patch_dim), generator=self.noise, dtype=torch.float32)
-        x = add_noise(source_tokens.float(), noise, sigmas[0])
-        every = self.cache.token_index(self.cache.current_slot, self.all_idx)
+        x = add_noise(source_tokens.float(), self.noise_source((1, self.tokens, self.cfg.patch_dim)), sigmas[0])
+        every = self.cache.block_token_index(self.all_idx)
         for sigma, sigma_next in zip(sigmas, next_sigmas(sigmas)):
             v = self.runner(x, self.positions(t, self.all_idx), self._timestep(sigma), text_kv, every, False)
-            x = euler_step(x, v.float(), sigma, sigma_next)
-        if pruned_idx.numel():
-            x = x[:, keep_idx]
-            self._recover(t, pruned_idx, None)
-        write = self.cache.token_index(self.cache.current_slot, keep_idx)
-        self.runner(x, self.positions(t, keep_idx), self._timestep(0.0), text_kv, write, True)
-        clean = restore(x, keep_idx, self.previous_clean) if pruned_idx.numel() else x
-        self.cache.commit()
+            x = self.sampler.step(x, v.float(), sigma, sigma_next, self.noise_source)
+        if pruned.numel():
+            x = x[:, keep]
+            self._recover(t, pruned, None, self.cache.current_slots[0])
+        write = self.cache.block_token_index(keep)
+        self.runner(x, self.positions(t, keep), self._timestep(0.0), text_kv, write, True)
+        clean = restore(x, keep, self.previous_clean) if pruned.numel() else x
+        self.cache.commit(clean)
         self.previous_clean = clean
         return clean
 
