@@ -43,7 +43,7 @@ class OracleContext(StreamingGenerator):
             x = self.sampler.step(x, v.float(), sigma, sigma_next, self.noise_source)
         if pruned.numel():
             x = x[:, keep]
-            self._recover(t, pruned, None, self.cache.current_slots[0])
+            self._recover(self._pruned_rope(t, pruned), pruned, None, self.cache.current_slots[0])
         write = self.cache.block_token_index(keep)
         self.runner(x, self.positions(t, keep), self._timestep(0.0), text_kv, write, True)
         clean = restore(x, keep, self.previous_clean) if pruned.numel() else x

@@ -390,12 +390,15 @@ class StreamingGenerator:
         rc = self.grid_pos[idx]
         return torch.cat([torch.full_like(rc[:, :1], t), rc], dim=1)
 
-    def _recover(self, t: int, pruned_idx: Tensor, source: tuple[Tensor, Tensor] | None, slot: int) -> None:
-        """Fill the pruned positions of frame t (in `slot`), all layers in one call: the clean K/V of the
-        last clean frame, or `source` (k_pre, v), which the recovery mode chose."""
+    def _recover(
+        self, rope: tuple[Tensor, Tensor], pruned_idx: Tensor, source: tuple[Tensor, Tensor] | None, slot: int
+    ) -> None:
+        """Fill the pruned positions of a frame (in `slot`), all layers in one call: the clean K/V of the
+        last clean frame, or `source` (k_pre, v), which the recovery mode chose. `rope` (cos, sin) of the
+        pruned tokens at that frame's positions (`_pruned_rope`), made once per frame for every fill."""
         if not pruned_idx.numel():
             return
-        cos, sin = self.dit.rope.cos_sin(self.positions(t, pruned_idx))
+        cos, sin = rope
         dst_k, dst_v, dst_k_pre = self.cache.frame(slot)
         if source is None:
             _, src_v, src_k_pre = self.cache.frame(self.cache.previous_slot)
@@ -403,6 +406,10 @@ class StreamingGenerator:
             src_k_pre, src_v = source
         src_k_pre, src_v = self.motion.kv(src_k_pre, src_v)  # from where the content was (still: as is)
         recover_kv(src_k_pre, src_v, dst_k, dst_v, dst_k_pre, pruned_idx, cos, sin)
+
+    def _pruned_rope(self, t: int, pruned_idx: Tensor) -> tuple[Tensor, Tensor]:
+        """RoPE (cos, sin) of frame t's pruned tokens, where recovered K is rotated."""
+        return self.dit.rope.cos_sin(self.positions(t, pruned_idx))
 
     def denoise(
         self,
@@ -428,8 +435,9 @@ class StreamingGenerator:
         recovery = self.recovery
         key_mask = None
         if pruned:  # every mode starts from the clean previous frame's K/V at the pruned positions
+            ropes = [self._pruned_rope(t + i, p) for i, p in enumerate(pruned_idx)]
             for i, p in enumerate(pruned_idx):
-                self._recover(t + i, p, None, slots[i])
+                self._recover(ropes[i], p, None, slots[i])
             key_mask = self._key_mask(pruned_idx)
         refilled = False  # whether the pruned positions now hold something other than the clean copy
         write_idx = self.cache.block_token_index(block_keep)
@@ -438,7 +446,7 @@ class StreamingGenerator:
             source_kv = recovery.source(i) if pruned else None
             if source_kv is not None:  # a token pruned in the block is the previous block's last frame's
                 for j, p in enumerate(pruned_idx):
-                    self._recover(t + j, p, source_kv, slots[j])
+                    self._recover(ropes[j], p, source_kv, slots[j])
                 refilled = True
             timestep = self._timestep(sigma)
             v = self.runner(x.to(self.dtype), pos, timestep, text_kv, write_idx, recovery.stores_step_kv, key_mask)
@@ -454,7 +462,7 @@ class StreamingGenerator:
         # cache pass: the clean block's K/V (and K before RoPE) go into the cache for later blocks
         if refilled:
             for j, p in enumerate(pruned_idx):
-                self._recover(t + j, p, None, slots[j])
+                self._recover(ropes[j], p, None, slots[j])
         if block_keep.numel():
             self.runner(x.to(self.dtype), pos, self._timestep(0.0), text_kv, write_idx, True, key_mask)
         self.cache.commit(clean)
