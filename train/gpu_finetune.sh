@@ -9,10 +9,17 @@
 # Session 9 ran five rounds of the older script (restyling pairs only); session 10 (issue 16) ran
 # round 6, DIT_FRAMES=20 DIT_MINUTES=6.8, from round 5's weights: the call hit its 600 s limit after
 # two evaluations (then a full one per schedule), which is why the schedules now get --v2v-only.
+# MINILM_DIR may be a `python -m train.export_minilm DIR --compact` folder (the fp16 one no longer fits a
+# call beside the tree); it is expanded here first. EVAL_SHIPPED=0 skips the shipped weights' evaluation and
+# V2V_SCHEDULES ("t1 t2 t3|..."), default the three below, names the video-to-video schedules tried.
 #     bash train/gpu_finetune.sh OUT MINILM_DIR
 set -euo pipefail
 out=$1; minilm=$2
 mkdir -p "$out" /tmp/ft/log
+if [ -f "$minilm/model.compact.safetensors" ]; then
+    python -m train.export_minilm --expand "$minilm" /tmp/ft/minilm
+    minilm=/tmp/ft/minilm
+fi
 pack() { tar -czf "$out/logs.tar.gz" -C /tmp/ft log; }
 trap pack EXIT  # the logs come back when a step fails; a call killed at its limit kills this too, so
 w=engine/weights/tiny
@@ -37,8 +44,9 @@ evaluate() {  # label, weights folder, then extra train.evaluate arguments
     echo "{\"label\": \"$label\", \"headline\": $(head -1 /tmp/ft/log/eval_"$label".json)}" | tee -a "$out/evaluate.jsonl"
 }
 # a full evaluation took ~70 s on the H200 (session 10), the video-to-video part about half of it
-evaluate shipped $w
+[ "${EVAL_SHIPPED:-1}" = 1 ] && evaluate shipped $w
 evaluate new "$out"
-for t in "250 150 75" "333 200 100" "400 250 125"; do
+IFS='|' read -r -a schedules <<< "${V2V_SCHEDULES:-250 150 75|333 200 100|400 250 125}"
+for t in "${schedules[@]}"; do
     evaluate "new_t${t%% *}" "$out" --v2v-only --v2v-timesteps $t --v2v-shift 3
 done

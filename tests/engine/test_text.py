@@ -18,6 +18,7 @@ from engine.text import (
     build_text_encoder,
     validate_prompt,
 )
+from train.export_minilm import compact_minilm, expand_minilm
 from train.export_minilm import main as export_main
 
 TINY = CONFIGS["tiny"]
@@ -189,6 +190,24 @@ def test_fp16_export_loads_close_to_fp32(minilm, tmp_path):
         ref, got = minilm.encode(prompt), half.encode(prompt)
         assert torch.equal(ref.abs().sum(1) == 0, got.abs().sum(1) == 0)  # same tokens, same padding
         assert (got - ref).norm() < 5e-3 * ref.norm()
+
+
+def test_compact_export_is_exact_on_its_texts_and_close_elsewhere(minilm, tmp_path):
+    full, compact, expanded = tmp_path / "full", tmp_path / "compact", tmp_path / "expanded"
+    export_main([str(full)])
+    vocabulary = ["a red ball moving right over a plain black background"]
+    compact_minilm(full, compact, vocabulary)
+    size_mb = sum(f.stat().st_size for f in compact.iterdir()) / 1e6
+    assert size_mb < 36  # fits one device call beside the working tree
+    with pytest.raises(FileNotFoundError, match="not a compact MiniLM folder"):
+        expand_minilm(full, expanded)
+    expand_minilm(compact, expanded)
+    half, back = MiniLMEncoder(text_len=24, path=full), MiniLMEncoder(text_len=24, path=expanded)
+    assert torch.equal(back.encode(vocabulary[0]), half.encode(vocabulary[0]))  # its rows kept as they were
+    other = "a tabby cat walking slowly over a brick wall"  # rows from int8
+    ref, got = half.encode(other), back.encode(other)
+    assert not torch.equal(got, ref)
+    assert (got - ref).norm() < 2e-2 * ref.norm()
 
 
 # ------------------------------------------------------------------------------------ umT5, both layouts
