@@ -144,6 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             source=args.source,
             frames=args.frames,
             warmup=args.warmup,
+            timed_passes=args.timed_passes,
             target_fps=args.target_fps,
             sweep_keep=args.sweep_keep,
             backend=args.backend,
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--source", default=None, help="source clip (default: a procedural clip)")
     b.add_argument("--frames", type=positive_int, default=64, help="latent frames timed per run")
     b.add_argument("--warmup", type=int, default=8, help="latent frames run before timing")
+    b.add_argument("--timed-passes", type=int, default=2, help="timed runs per variant, alternating ABBA")
     b.add_argument("--target-fps", type=float, default=None, help="deadline for the miss rate (video fps)")
     b.add_argument("--sweep-keep", action="store_true", help="also sweep synthetic kept ratios 100/75/50/25%%")
     b.add_argument("--backend", default="auto", help="torch | cudagraph | auto")

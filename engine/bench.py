@@ -1,7 +1,7 @@
 """`app.py bench`: baseline (LIPAR off) and LIPAR on the same source and seed, in one process.
 
-Each variant runs the clip twice: an untimed pass (CUDA graphs for every kept-count bucket get
-captured there), then the timed pass from a reset. Latency is wall clock around `step()`, which
+Each variant runs the clip once untimed (CUDA graphs for every kept-count bucket get captured there),
+then `timed_passes` times from a reset, the variants alternating in ABBA order (`run_variants`). Latency is wall clock around `step()`, which
 ends by copying the frames to the host, so every frame is complete when its time is taken.
 Each run's quality figures (engine/quality.py) are taken over its timed frames against the baseline's
 and against the source: sequence PSNR, the per-frame curve, drift, warp error.
@@ -57,6 +57,7 @@ class BenchConfig:
     source: str | None = None
     frames: int = 64  # timed latent frames per variant
     warmup: int = 8  # latent frames before timing starts (the window fills up)
+    timed_passes: int = 2  # per variant, in ABBA order with the other variant's
     target_fps: float | None = None
     sweep_keep: bool = False
     backend: str = "auto"
@@ -74,6 +75,8 @@ class BenchConfig:
             raise ValueError(f"--frames must be at least 2, got {self.frames}")
         if self.warmup < 0:
             raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.timed_passes < 1:
+            raise ValueError(f"--timed-passes must be at least 1, got {self.timed_passes}")
         if self.target_fps is not None and self.target_fps <= 0:
             raise ValueError(f"--target-fps must be > 0, got {self.target_fps}")
 
@@ -107,6 +110,51 @@ def latent_chunks(frames: list[np.ndarray], per: int) -> list[list[np.ndarray]]:
     return [frames[i * per : (i + 1) * per] for i in range(len(frames) // per)]
 
 
+def run_variants(
+    gen: StreamingGenerator,
+    chunks: list,
+    variants: dict[str, LiparConfig],
+    warmup: int,
+    budget_ms: float | None,
+    prompt: str = PROMPT,
+    timed_passes: int = 2,
+) -> dict[str, tuple[dict, list[np.ndarray]]]:
+    """Each variant's figures and its first timed pass's frames (passes are identical: the noise is
+    seeded at reset), by label. Every variant first runs one untimed pass (it captures the CUDA graphs
+    it needs); then the timed passes go in ABBA order (A B, B A, ...), because a machine's speed drifts
+    within a run (on the 2-core CPU successive passes of one variant slowed by up to 10 %): in a fixed
+    order the later variant would pay for it. Latencies of all timed passes are pooled."""
+    records: dict[str, list[dict]] = {label: [] for label in variants}
+    order = list(variants)
+    schedule = [(label, False) for label in order]
+    for r in range(timed_passes):
+        schedule += [(label, True) for label in (order if r % 2 == 0 else order[::-1])]
+    for label, timed in schedule:
+        gen.set_lipar(variants[label])
+        gen.reset()
+        gen.set_prompt(prompt)
+        if gen.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        record: dict = {"latencies": [], "stages": [], "kept": [], "outputs": [], "ttff": None}
+        desc = f"{label} ({'timed' if timed else 'capture'})"
+        for i, chunk in enumerate(tqdm(chunks, desc=desc, unit="step", leave=False)):
+            _sync(gen.device)
+            start = time.perf_counter()
+            out = gen.step(chunk)
+            ms = (time.perf_counter() - start) * 1000.0
+            if i == 0:
+                record["ttff"] = ms
+            if i >= warmup:
+                record["latencies"].append(ms)
+                record["stages"].append(out.stats["stages_ms"])
+                record["kept"].append(out.stats["kept_ratio"])
+                record["outputs"].extend(out.frames)
+        record["peak"] = torch.cuda.max_memory_allocated() / 1e9 if gen.device.type == "cuda" else None
+        if timed:
+            records[label].append(record)
+    return {label: (_summary(gen, passes, budget_ms), passes[0]["outputs"]) for label, passes in records.items()}
+
+
 def run_variant(
     gen: StreamingGenerator,
     chunks: list,
@@ -116,42 +164,28 @@ def run_variant(
     label: str,
     prompt: str = PROMPT,
 ) -> tuple[dict, list[np.ndarray]]:
-    gen.set_lipar(lipar)
-    for timed in (False, True):  # the untimed pass captures every CUDA graph this variant needs
-        gen.reset()
-        gen.set_prompt(prompt)
-        if gen.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        latencies, stages, kept, outputs = [], [], [], []
-        ttff = None
-        desc = f"{label} ({'timed' if timed else 'capture'})"
-        for i, chunk in enumerate(tqdm(chunks, desc=desc, unit="step", leave=False)):
-            _sync(gen.device)
-            start = time.perf_counter()
-            out = gen.step(chunk)
-            ms = (time.perf_counter() - start) * 1000.0
-            if i == 0:
-                ttff = ms
-            if i >= warmup:
-                latencies.append(ms)
-                stages.append(out.stats["stages_ms"])
-                kept.append(out.stats["kept_ratio"])
-                outputs.extend(out.frames)
-    lat = np.array(latencies)  # per step: one block of `frames_per_block` latent frames
-    result = {
+    """One variant, one timed pass (for quality sweeps, where no other variant shares the timing)."""
+    return run_variants(gen, chunks, {label: lipar}, warmup, budget_ms, prompt, timed_passes=1)[label]
+
+
+def _summary(gen: StreamingGenerator, passes: list[dict], budget_ms: float | None) -> dict:
+    lat = np.array([ms for p in passes for ms in p["latencies"]])  # per step: one block of latent frames
+    stages = [s for p in passes for s in p["stages"]]
+    peaks = [p["peak"] for p in passes if p["peak"] is not None]
+    return {
         "fps": gen.frames_per_step * len(lat) / (lat.sum() / 1000.0),
         "latency_ms_p50": float(np.percentile(lat, 50)),
         "latency_ms_per_latent_frame_p50": float(np.percentile(lat, 50)) / gen.block,
         "latency_ms_p95": float(np.percentile(lat, 95)),
         "latency_ms_p99": float(np.percentile(lat, 99)),
-        "ttff_ms": ttff,
-        "kept_ratio_mean": float(np.mean(kept)),
-        "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if gen.device.type == "cuda" else None,
+        "ttff_ms": float(np.median([p["ttff"] for p in passes])),
+        "timed_passes": len(passes),
+        "kept_ratio_mean": float(np.mean([k for p in passes for k in p["kept"]])),
+        "peak_mem_gb": max(peaks) if peaks else None,
         "stages_ms": {k: float(np.mean([s.get(k, 0.0) for s in stages])) for k in stages[0]},
         "deadline_miss_rate": float(np.mean(lat > budget_ms)) if budget_ms else None,
         "latency_ms": [float(v) for v in lat],
     }
-    return result, outputs
 
 
 def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 20) -> list[dict]:
@@ -242,8 +276,11 @@ def run_bench(cfg: BenchConfig) -> dict:
     chunks = latent_chunks(frames, per)
     budget = per / cfg.target_fps * 1000.0 if cfg.target_fps else None
     lipar_on = replace(lipar, enabled=True)
-    baseline, base_frames = run_variant(gen, chunks, replace(lipar, enabled=False), cfg.warmup, budget, "baseline")
-    pruned, lipar_frames = run_variant(gen, chunks, lipar_on, cfg.warmup, budget, "lipar")
+    runs = run_variants(
+        gen, chunks, {"baseline": replace(lipar, enabled=False), "lipar": lipar_on}, cfg.warmup, budget,
+        timed_passes=cfg.timed_passes,
+    )  # fmt: skip
+    (baseline, base_frames), (pruned, lipar_frames) = runs["baseline"], runs["lipar"]
     timed_source = frames[cfg.warmup * per : need]  # the source frames of the timed outputs, in order
     baseline.update(sequence_metrics(base_frames, base_frames, timed_source))
     pruned.update(sequence_metrics(lipar_frames, base_frames, timed_source))

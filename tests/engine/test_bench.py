@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import app
-from engine.bench import BenchConfig, run_bench, synthetic_clip
+from engine.bench import BenchConfig, run_bench, run_variants, synthetic_clip
+from engine.generator import StreamingGenerator
+from lipar.config import LiparConfig
 from engine.quality import PSNR_CAP
 from engine.video_io import write_video
 
@@ -41,7 +43,8 @@ def test_bench_writes_both_runs_the_sweep_and_a_plot(tmp_path):
         run = result["runs"][name]
         assert RUN_FIELDS <= set(run)
         assert set(run["stages_ms"]) == {"encode", "mask", "dit", "decode"}
-        assert len(run["latency_ms"]) == 3 and run["latency_ms_p50"] <= run["latency_ms_p99"]
+        assert run["timed_passes"] == 2 and len(run["latency_ms"]) == 2 * 3  # both passes' frames pooled
+        assert run["latency_ms_p50"] <= run["latency_ms_p99"]
         assert run["deadline_miss_rate"] == 1.0  # a million fps is a deadline nothing meets
         assert len(run["psnr_vs_baseline_frames"]) == 3 and run["drift"]["frames"] == 1
         assert run["warp_error"] >= 0 and 0 < run["psnr_vs_source"] < PSNR_CAP  # every run, video-to-video
@@ -52,6 +55,19 @@ def test_bench_writes_both_runs_the_sweep_and_a_plot(tmp_path):
     assert all(s["ms"] > 0 and s["ideal"] == pytest.approx(1 / s["kept"]) for s in result["sweep"])
     assert "random weights" in result["notes"]  # the lipar run's kept ratio means nothing then
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_variants_are_timed_in_abba_order_after_one_capture_each():
+    gen = StreamingGenerator.from_pretrained("tiny", device="cpu", random_weights=True, size=(64, 64))
+    order = []
+    set_lipar = gen.set_lipar
+    gen.set_lipar = lambda config: (order.append(config.enabled), set_lipar(config))
+    chunks = [[f] for f in synthetic_clip(64, 64, 3)]
+    variants = {"off": LiparConfig(enabled=False), "on": LiparConfig()}
+    runs = run_variants(gen, chunks, variants, warmup=1, budget_ms=None, timed_passes=3)
+    assert order == [False, True, False, True, True, False, False, True]  # captures, then AB BA AB
+    assert runs["off"][0]["timed_passes"] == 3 and len(runs["off"][0]["latency_ms"]) == 3 * 2
+    assert len(runs["on"][1]) == 2  # the frames of one timed pass (after the warm-up frame)
 
 
 def _refuse(constant: str):
@@ -66,7 +82,12 @@ def test_synthetic_clip_has_a_static_background_and_a_moving_disc():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"frames": 1}, "--frames"), ({"warmup": -1}, "--warmup"), ({"target_fps": 0}, "--target-fps")],
+    [
+        ({"frames": 1}, "--frames"),
+        ({"warmup": -1}, "--warmup"),
+        ({"target_fps": 0}, "--target-fps"),
+        ({"timed_passes": 0}, "--timed-passes"),
+    ],
 )
 def test_bad_bench_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
