@@ -1,9 +1,13 @@
 """Where a pruned stream's error comes from: LIPAR against an oracle that computes every token in the
 denoising steps (so the current frame's context is exact) but still restores the pruned outputs and
 recovers their K/V in the cache pass, as LIPAR does. If the oracle drifts as much as LIPAR, the drift
-comes from the restored outputs feeding later frames, not from attention recovery.
+comes from the restored outputs feeding later frames, not from attention recovery. A third run,
+`perturbed_once`, is the unpruned stream with its noise changed once (by `--perturb` x a standard normal, at
+the first measured frame): how long one error lasts in the stream, i.e. whether the errors LIPAR makes
+every frame can pile up.
 
     python benchmarks/lipar_drift_oracle.py --frames 48 --out benchmarks/results/lipar_drift_oracle.json
+    python benchmarks/lipar_drift_oracle.py --frames 104 --out benchmarks/results/lipar_drift_horizon.json
 
 Clip: the bench's synthetic clip (a disc over a texture, seed 0), shipped tiny model, CPU, fp32;
 sequence PSNR vs the unpruned run over consecutive 8-frame windows after 8 warm-up frames.
@@ -52,10 +56,28 @@ class OracleContext(StreamingGenerator):
         return clean
 
 
-def windows(gen: StreamingGenerator, lipar: LiparConfig, clip: list, base: list | None, warmup: int) -> dict:
+def perturb_once(noise, call: int, eps: float):
+    """A noise source that adds eps x N(0, 1) to the `call`-th draw (0-based) of `noise`, once."""
+    calls = [0]
+
+    def source(shape):
+        n = noise(shape)
+        if calls[0] == call:
+            n = n + eps * torch.randn(n.shape, generator=torch.Generator().manual_seed(1)).to(n.device)
+        calls[0] += 1
+        return n
+
+    return source
+
+
+def windows(
+    gen: StreamingGenerator, lipar: LiparConfig, clip: list, base: list | None, warmup: int, perturb: float = 0.0
+) -> dict:
     gen.set_lipar(lipar)
     gen.reset()
     gen.set_prompt(PROMPT)
+    if perturb:  # one noise draw per frame (euler): the warmup-th draw is the first measured frame's
+        gen.noise_source = perturb_once(gen.noise_source, warmup, perturb)
     steps = [gen.step(f) for f in clip]
     outs = [s.frames[-1] for s in steps]
     kept = float(np.mean([s.stats["kept_ratio"] for s in steps[warmup:]]))
@@ -69,6 +91,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--warmup", type=int, default=8)
+    p.add_argument("--perturb", type=float, default=1e-2, help="size of the one-off noise change")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/lipar_drift_oracle.json"))
     a = p.parse_args()
     torch.set_grad_enabled(False)
@@ -79,6 +102,9 @@ def main() -> None:
         base = windows(gen, LiparConfig(enabled=False), clip, None, a.warmup)["outs"]
         result["runs"][name] = windows(gen, LiparConfig(), clip, base, a.warmup)
         print(name, json.dumps(result["runs"][name]))
+        if name == "lipar":
+            result["runs"]["perturbed_once"] = windows(gen, LiparConfig(enabled=False), clip, base, a.warmup, a.perturb)
+            print("perturbed_once", json.dumps(result["runs"]["perturbed_once"]))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1))
 
