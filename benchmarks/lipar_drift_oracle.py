@@ -4,7 +4,8 @@ recovers their K/V in the cache pass, as LIPAR does. If the oracle drifts as muc
 comes from the restored outputs feeding later frames, not from attention recovery. A third run,
 `perturbed_once`, is the unpruned stream with its noise changed once (by `--perturb` x a standard normal, at
 the first measured frame): how long one error lasts in the stream, i.e. whether the errors LIPAR makes
-every frame can pile up.
+every frame can pile up. A fourth, `other_seed`, is the unpruned stream with another noise seed: how far
+the model's output is from itself when only its noise differs, the scale to read LIPAR's figure against.
 
     python benchmarks/lipar_drift_oracle.py --frames 48 --out benchmarks/results/lipar_drift_oracle.json
     python benchmarks/lipar_drift_oracle.py --frames 104 --out benchmarks/results/lipar_drift_horizon.json
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.bench import PROMPT, synthetic_clip  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
 from engine.quality import sequence_psnr  # noqa: E402
-from engine.sampler import add_noise, next_sigmas  # noqa: E402
+from engine.sampler import SeededNoise, add_noise, next_sigmas  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
 from lipar.prune import restore  # noqa: E402
 
@@ -71,13 +72,14 @@ def perturb_once(noise, call: int, eps: float):
 
 
 def windows(
-    gen: StreamingGenerator, lipar: LiparConfig, clip: list, base: list | None, warmup: int, perturb: float = 0.0
+    gen: StreamingGenerator, lipar: LiparConfig, clip: list, base: list | None, warmup: int, noise=None
 ) -> dict:
+    """`noise`: called with the stream's noise source after the reset, returns the one to use instead."""
     gen.set_lipar(lipar)
     gen.reset()
     gen.set_prompt(PROMPT)
-    if perturb:  # one noise draw per frame (euler): the warmup-th draw is the first measured frame's
-        gen.noise_source = perturb_once(gen.noise_source, warmup, perturb)
+    if noise is not None:
+        gen.noise_source = noise(gen.noise_source)
     steps = [gen.step(f) for f in clip]
     outs = [s.frames[-1] for s in steps]
     kept = float(np.mean([s.stats["kept_ratio"] for s in steps[warmup:]]))
@@ -102,9 +104,14 @@ def main() -> None:
         base = windows(gen, LiparConfig(enabled=False), clip, None, a.warmup)["outs"]
         result["runs"][name] = windows(gen, LiparConfig(), clip, base, a.warmup)
         print(name, json.dumps(result["runs"][name]))
-        if name == "lipar":
-            result["runs"]["perturbed_once"] = windows(gen, LiparConfig(enabled=False), clip, base, a.warmup, a.perturb)
-            print("perturbed_once", json.dumps(result["runs"]["perturbed_once"]))
+        if name == "lipar":  # one noise draw per frame (euler): the warmup-th is the first measured frame's
+            variants = {
+                "perturbed_once": lambda noise: perturb_once(noise, a.warmup, a.perturb),
+                "other_seed": lambda noise: SeededNoise(noise.seed + 1, noise.device),
+            }
+            for variant, noise in variants.items():
+                result["runs"][variant] = windows(gen, LiparConfig(enabled=False), clip, base, a.warmup, noise)
+                print(variant, json.dumps(result["runs"][variant]))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1))
 

@@ -1,8 +1,9 @@
 """`app.py bench`: baseline (LIPAR off) and LIPAR on the same source and seed, in one process.
 
 Each variant runs the clip once untimed (CUDA graphs for every kept-count bucket get captured there),
-then `timed_passes` times from a reset, the variants alternating in ABBA order (`run_variants`). Latency is wall clock around `step()`, which
-ends by copying the frames to the host, so every frame is complete when its time is taken.
+then `timed_passes` times from a reset, the variants alternating in ABBA order (`run_variants`).
+Latency is wall clock around `step()`, which ends by copying the frames to the host, so every frame is
+complete when its time is taken.
 Each run's quality figures (engine/quality.py) are taken over its timed frames against the baseline's
 and against the source: sequence PSNR, the per-frame curve, drift, warp error.
 """

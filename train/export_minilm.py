@@ -81,7 +81,8 @@ def compact_minilm(full_dir: str | Path, out_dir: str | Path, texts: Iterable[st
     for name in FILES:
         shutil.copy2(src / name, out / name)
     save_file(tensors, out / COMPACT_WEIGHTS, metadata={"format": "pt"})
-    log.info("wrote %s: %d exact rows, the rest int8 (%.1f MB)", out, len(ids), (out / COMPACT_WEIGHTS).stat().st_size / 1e6)
+    size_mb = (out / COMPACT_WEIGHTS).stat().st_size / 1e6
+    log.info("wrote %s: %d exact rows, the rest int8 (%.1f MB)", out, len(ids), size_mb)
     return out
 
 

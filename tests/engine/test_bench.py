@@ -8,9 +8,9 @@ import pytest
 import app
 from engine.bench import BenchConfig, run_bench, run_variants, synthetic_clip
 from engine.generator import StreamingGenerator
-from lipar.config import LiparConfig
 from engine.quality import PSNR_CAP
 from engine.video_io import write_video
+from lipar.config import LiparConfig
 
 RUN_FIELDS = {
     "fps",
