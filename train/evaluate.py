@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="try another video-to-video schedule, e.g. 500 250 (default: the config's)")  # fmt: skip
     p.add_argument("--v2v-shift", type=float, default=None)
     p.add_argument("--no-lipar", action="store_true", help="video-to-video unpruned (default: LIPAR on, as shipped)")
-    p.add_argument("--lipar-dilation", type=int, default=None, help="LIPAR keep-mask margin in tokens (default 1)")
+    p.add_argument("--lipar-dilation", type=int, default=None, help="keep-mask margin (tokens)")
     p.add_argument("--v2v-only", action="store_true", help="only the video-to-video measures (schedule sweeps)")
     a = p.parse_args(argv)
     if a.lipar_dilation is not None and a.lipar_dilation < 0:
@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
         "tiny", device=a.device, weights=a.weights, text_encoder_path=a.text_encoder
     )
     if a.no_lipar or a.lipar_dilation is not None:
-        gen.set_lipar(LiparConfig(enabled=not a.no_lipar, dilation=1 if a.lipar_dilation is None else a.lipar_dilation))
+        margin = {} if a.lipar_dilation is None else {"dilation": a.lipar_dilation}
+        gen.set_lipar(LiparConfig(enabled=not a.no_lipar, **margin))
     if a.v2v_timesteps or a.v2v_shift:
         old = gen.cfg.v2v_schedule
         try:

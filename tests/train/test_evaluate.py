@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from lipar.config import LiparConfig
 from train.dataset import COLORS, DIRECTIONS, Background, ClipParams, ObjectParams, Scene, caption, render
 from train.evaluate import (
     MOTION_PROMPTS,
@@ -117,7 +118,7 @@ def test_cli_video_to_video_measures_on_the_shipped_model(capsys):
     argv = ["--device", "cpu", "--frames", "2", "--v2v-only", "--v2v-timesteps", "500", "250", "--v2v-shift", "1"]
     result = main(argv)
     rates = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert rates["v2v_sigmas"] == [0.5, 0.25] and (rates["lipar"], rates["dilation"]) == (True, 1)
+    assert rates["v2v_sigmas"] == [0.5, 0.25] and (rates["lipar"], rates["dilation"]) == (True, LiparConfig().dilation)
     assert set(result) == {"fidelity", "v2v_procedural", "v2v_photo"}
     assert 0 <= rates["v2v_procedural"] <= 1 and rates["fidelity"] > 5
 
