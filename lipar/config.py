@@ -31,7 +31,8 @@ class LiparConfig:
     tau_long: float | None = None  # ... and the change since the position was last kept is below this
     trim: float = 0.2  # fraction of a token's 4C values dropped at each end before averaging
     temporal: float = 0.5  # causal EMA weight of the previous smoothed distance (0 = no smoothing)
-    # keep-mask margin in tokens around changed ones. 0 by measurement (session 11, round-6 tiny,
+    # keep-mask margin in tokens around changed ones. 0, a deviation from DESIGN.md 4.1 ("dilate by one
+    # token"), by measurement (session 11, round-6 tiny,
     # benchmarks/results/lipar_sweep_dilation/): with the drift rules below, 1 kept 0.72-0.78 of the tokens
     # of three unseen static-camera clips at 35.7-40.6 dB against unpruned, 0 keeps 0.52-0.60 at
     # 31.8-36.8 dB, warp error still below unpruned, and video-to-video colour following is unchanged
