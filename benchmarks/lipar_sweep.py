@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("no clips: pass --clips, or make benchmarks/data/ (benchmarks/data/make_clips.py)")
     try:  # every clip is read before the model loads: a bad one fails at once
         cfg = get_config(a.model)
-        need = (a.warmup + a.frames) * cfg.frames_per_block * cfg.frames_per_latent  # the generator's frames_per_step
+        need = (a.warmup + a.frames) * cfg.frames_per_step
         sources = {path: load_clip(path, need) for path in clips}
     except ValueError as e:
         p.error(str(e))

@@ -38,8 +38,7 @@ def generate_video(
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must be an .mp4 file, got {out}")
     validate_prompt(prompt)
-    cfg = get_config(model)
-    per = cfg.frames_per_block * cfg.frames_per_latent  # video frames in and out per step (a block)
+    per = get_config(model).frames_per_step  # video frames in and out per step (a block)
     steps = math.ceil(frames / per)
     sources = None
     if source is not None:  # read the source before loading anything heavy: a bad file fails fast

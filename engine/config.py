@@ -141,6 +141,11 @@ class ModelConfig:
         return self.window.block
 
     @property
+    def frames_per_step(self) -> int:
+        """Video frames in (and out) per generator step: a block of latent frames."""
+        return self.frames_per_block * self.frames_per_latent
+
+    @property
     def head_dim(self) -> int:
         return self.dim // self.heads
 

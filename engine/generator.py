@@ -125,7 +125,7 @@ class StreamingGenerator:
     @property
     def frames_per_step(self) -> int:
         """Source (and output) video frames per `step()`: a block of latent frames."""
-        return self.block * self.frames_per_latent
+        return self.cfg.frames_per_step
 
     # ------------------------------------------------------------------ construction
     @classmethod
