@@ -434,14 +434,16 @@ class StreamingGenerator:
         pos = torch.cat([self.positions(t + i, k) for i, k in enumerate(keep_idx)])
         recovery = self.recovery
         key_mask = None
-        if pruned:  # every mode starts from the clean previous frame's K/V at the pruned positions
+        steps = list(zip(sigmas, next_sigmas(sigmas))) if block_keep.numel() else []  # all pruned: a still frame
+        if pruned:  # every mode starts from the clean previous frame's K/V at the pruned positions, unless the
+            # first step refills those same positions from the recovery mode's source anyway
             ropes = [self._pruned_rope(t + i, p) for i, p in enumerate(pruned_idx)]
-            for i, p in enumerate(pruned_idx):
-                self._recover(ropes[i], p, None, slots[i])
+            if not (steps and recovery.source(0) is not None):
+                for i, p in enumerate(pruned_idx):
+                    self._recover(ropes[i], p, None, slots[i])
             key_mask = self._key_mask(pruned_idx)
         refilled = False  # whether the pruned positions now hold something other than the clean copy
         write_idx = self.cache.block_token_index(block_keep)
-        steps = list(zip(sigmas, next_sigmas(sigmas))) if block_keep.numel() else []  # all pruned: a still frame
         for i, (sigma, sigma_next) in enumerate(steps):
             source_kv = recovery.source(i) if pruned else None
             if source_kv is not None:  # a token pruned in the block is the previous block's last frame's
