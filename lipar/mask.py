@@ -173,9 +173,7 @@ class StreamingMask:
             self._fresh_short = torch.ones_like(keep)
             self._fresh_long = torch.ones_like(keep)
             self._ema_short = self._ema_long = torch.zeros(gh, gw, device=latent.device)
-            self._out_change = torch.full((gh, gw), math.inf, device=latent.device)  # never measured
-            self._phase = None if self._phase is None else self._phase.to(latent.device)
-            self._warm = max(self._warm, cfg.warmup_frames - 1)
+            self._start(latent.device)
             return _result(keep, False, "first")
 
         d_short = median3x3(token_distance(latent, self._previous, cfg.trim))
@@ -200,7 +198,7 @@ class StreamingMask:
         keep_px = keep.repeat_interleave(2, 0).repeat_interleave(2, 1)  # (h, w)
         self._reference = torch.where(keep_px, latent, self._reference)
         self._ema_short, self._ema_long = d_short, d_long
-        self._fresh_short = cut.expand(gh, gw) if new is None else cut.expand(gh, gw) | new
+        self._fresh_short = cut.expand(gh, gw) if new is None else new | cut
         self._fresh_long = keep
         result = _result(keep, cut, "warmup" if warming else "pruned")
         if result.reason == "scene_cut":  # a new scene: its first frames are as unsettled as a start's
@@ -218,6 +216,13 @@ class StreamingMask:
             change = token_distance(clean, self._last_output, self.config.trim)
             self._out_change = torch.where(keep, change, self._out_change)
         self._last_output = clean.float().clone()
+
+    def _start(self, device: torch.device) -> None:
+        """A stream's first frame: no output measured yet, the age pattern on its device, warm-up begun
+        (the first frame is one of the `warmup_frames`)."""
+        self._out_change = torch.full(self.grid, math.inf, device=device)  # inf: never measured
+        self._phase = None if self._phase is None else self._phase.to(device)
+        self._warm = max(self._warm, self.config.warmup_frames - 1)
 
     def _follow(self, motion: GlobalMotion) -> None:
         """Move the state to the current frame's coordinates: latents and distances by interpolation,
@@ -243,9 +248,7 @@ class StreamingMask:
         self._frame += 1
         keep = torch.ones(gh, gw, dtype=torch.bool, device=device)
         if self._out_change is None:  # the first frame: nothing measured yet
-            self._out_change = torch.full((gh, gw), math.inf, device=device)
-            self._phase = None if self._phase is None else self._phase.to(device)
-            self._warm = max(self._warm, self.config.warmup_frames - 1)
+            self._start(device)
             return _result(keep, False, "first")
         if self._warm > 0:
             self._warm -= 1
@@ -288,8 +291,8 @@ class StreamingMask:
 def _scaled(config: LiparConfig, source: float, output: float) -> LiparConfig:
     """config with its source thresholds multiplied by `source` and tau_output by `output` (those set)."""
     factors = {"tau_short": source, "tau_long": source, "tau_output": output}
-    taus = {name: (getattr(config, name), f) for name, f in factors.items() if getattr(config, name) is not None}
-    return replace(config, **{name: tau * f for name, (tau, f) in taus.items()})
+    taus = {name: getattr(config, name) for name in factors}
+    return replace(config, **{name: tau * factors[name] for name, tau in taus.items() if tau is not None})
 
 
 def _result(keep: Tensor, cut: Tensor | bool, reason: str) -> MaskResult:
