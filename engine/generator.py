@@ -116,6 +116,7 @@ class StreamingGenerator:
         rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
         self.grid_pos = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(device)  # (N, 2)
         self.all_idx = torch.arange(self.tokens, device=device)
+        self._keep_all = torch.ones(self.grid, dtype=torch.bool, device=device)  # read-only, shared
         self.lipar = self._resolve_lipar(lipar)
         self.mask = StreamingMask(self.lipar, self.grid, device)
         self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))  # camera motion (4.6b)
@@ -341,13 +342,12 @@ class StreamingGenerator:
         return torch.stack(out).to(self.device)[None]
 
     def _mask(self, source_latent: Tensor | None) -> MaskResult:
-        everything = torch.ones(self.grid, dtype=torch.bool, device=self.device)
         if not self.lipar.enabled:
-            return MaskResult(everything, self.all_idx, self.all_idx[:0], 1.0, "disabled")
+            return MaskResult(self._keep_all, self.all_idx, self.all_idx[:0], 1.0, "disabled")
         # text-to-video (no source): the mask decides from the outputs alone, or keeps all (`t2v` off)
         result = self.mask.update(None if source_latent is None else source_latent[0].float(), self.motion.current)
         if self.previous_clean is None:  # nothing to restore from: compute everything
-            return MaskResult(everything, self.all_idx, self.all_idx[:0], 1.0, result.reason)
+            return MaskResult(self._keep_all, self.all_idx, self.all_idx[:0], 1.0, result.reason)
         return result
 
     def _block_masks(self, frames: Tensor | None, source_latents: Tensor | None) -> list[MaskResult]:
