@@ -44,12 +44,9 @@ def export_minilm(out_dir: str | Path, source: str | Path | None = None) -> Path
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        shutil.copy2(src / name, out / name)
     tensors = load_file(src / WEIGHTS)
     half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    save_file(half, out / WEIGHTS, metadata={"format": "pt"})
+    _write(src, out, half, WEIGHTS)
     size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6
     log.info("wrote %d tensors in fp16 to %s (%.1f MB)", len(half), out, size_mb)
     return out
@@ -63,7 +60,6 @@ def compact_minilm(full_dir: str | Path, out_dir: str | Path, texts: Iterable[st
     src, out = Path(full_dir), Path(out_dir)
     if out.resolve() == src.resolve():
         raise ValueError("compact_minilm writes a new folder: out_dir must differ from full_dir")
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
     ids = sorted({i for text in texts for i in tokenizer(text)["input_ids"]})
     tensors = load_file(src / WEIGHTS)
@@ -78,9 +74,7 @@ def compact_minilm(full_dir: str | Path, out_dir: str | Path, texts: Iterable[st
             TABLE + ".exact_rows": table[exact].half(),
         }
     )
-    for name in FILES:
-        shutil.copy2(src / name, out / name)
-    save_file(tensors, out / COMPACT_WEIGHTS, metadata={"format": "pt"})
+    _write(src, out, tensors, COMPACT_WEIGHTS)
     size_mb = (out / COMPACT_WEIGHTS).stat().st_size / 1e6
     log.info("wrote %s: %d exact rows, the rest int8 (%.1f MB)", out, len(ids), size_mb)
     return out
@@ -91,16 +85,21 @@ def expand_minilm(compact_dir: str | Path, out_dir: str | Path) -> Path:
     src, out = Path(compact_dir), Path(out_dir)
     if not (src / COMPACT_WEIGHTS).is_file():
         raise FileNotFoundError(f"{src} has no {COMPACT_WEIGHTS}: not a compact MiniLM folder")
-    out.mkdir(parents=True, exist_ok=True)
     tensors = load_file(src / COMPACT_WEIGHTS)
     table = tensors.pop(TABLE + ".int8").float() * tensors.pop(TABLE + ".scale").float()
     exact = tensors.pop(TABLE + ".exact_ids")
     table[exact] = tensors.pop(TABLE + ".exact_rows").float()
     tensors[TABLE] = table.half()
+    _write(src, out, tensors, WEIGHTS)
+    return out
+
+
+def _write(src: Path, out: Path, tensors: dict[str, torch.Tensor], weights_name: str) -> None:
+    """`out` (created) gets src's tokenizer and config files and `tensors` as `weights_name`."""
+    out.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         shutil.copy2(src / name, out / name)
-    save_file(tensors, out / WEIGHTS, metadata={"format": "pt"})
-    return out
+    save_file(tensors, out / weights_name, metadata={"format": "pt"})
 
 
 def training_texts(clips: int = 1000) -> list[str]:
