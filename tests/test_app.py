@@ -7,16 +7,9 @@ import app
 from engine.video_io import read_frames, write_video
 
 
-def run(capsys, *argv):
-    code = app.main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.err
-
-
-def test_generate_writes_exactly_n_frames(tmp_path, capsys):
+def test_generate_writes_exactly_n_frames(tmp_path, cli):
     out = tmp_path / "clip.mp4"
-    code, err = run(
-        capsys,
+    code, err = cli(
         "generate",
         "--prompt",
         "a red ball over a gray wall",
@@ -35,12 +28,11 @@ def test_generate_writes_exactly_n_frames(tmp_path, capsys):
     assert len(frames) == 5 and frames[0].shape == (64, 64, 3)
 
 
-def test_generate_video_to_video(tmp_path, capsys):
+def test_generate_video_to_video(tmp_path, cli):
     src = tmp_path / "src.mp4"
     write_video([np.full((48, 64, 3), 40 * i, np.uint8) for i in range(6)], src, fps=8)
     out = tmp_path / "out.mp4"
-    code, err = run(
-        capsys,
+    code, err = cli(
         "generate",
         "--prompt",
         "a blue square",
@@ -72,7 +64,7 @@ def test_generate_video_to_video(tmp_path, capsys):
         (["--text-encoder", "/nonexistent_text_encoder"], "does not exist"),
     ],
 )
-def test_generate_bad_input_gives_one_line_error(tmp_path, capsys, extra, message):
+def test_generate_bad_input_gives_one_line_error(tmp_path, cli, extra, message):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"this is not a video")
     short = tmp_path / "short.mp4"
@@ -93,10 +85,9 @@ def test_generate_bad_input_gives_one_line_error(tmp_path, capsys, extra, messag
         "--random-weights",
         *extra,
     ]
-    code, err = run(capsys, *args)
+    code, err = cli(*args)
     assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    cli.assert_one_line_error(err, message)
     assert "Traceback" not in err
 
 

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import app
 from engine.config import get_config
 from engine.dit import CausalDiT, init_weights
 from engine.video_io import read_frames
@@ -11,19 +10,14 @@ from engine.video_io import read_frames
 BASE = ["--prompt", "a red ball", "--frames", "3", "--device", "cpu", "--size", "64x64"]
 
 
-def run(capsys, *argv):
-    code = app.main(list(argv))
-    return code, capsys.readouterr().err
-
-
-def test_generate_with_a_self_forcing_style_pt_window_and_sampler(tmp_path, capsys):
+def test_generate_with_a_self_forcing_style_pt_window_and_sampler(tmp_path, cli):
     dit = CausalDiT(get_config("tiny"))
     init_weights(dit, seed=4)
     sd = {f"model.{k}": v for k, v in dit.state_dict().items()}
     torch.save({"generator": sd, "generator_ema": sd}, tmp_path / "ckpt.pt")
     out = tmp_path / "o.mp4"
-    code, err = run(
-        capsys, "generate", *BASE, "--out", str(out), "--weights", str(tmp_path / "ckpt.pt"),
+    code, err = cli(
+        "generate", *BASE, "--out", str(out), "--weights", str(tmp_path / "ckpt.pt"),
         "--window", "global:4", "--sampler", "renoise",
     )  # fmt: skip
     assert code == 0, err
@@ -42,13 +36,12 @@ def test_generate_with_a_self_forcing_style_pt_window_and_sampler(tmp_path, caps
         (["--vae", "/no/such/taew2_1.pth", "--random-weights"], "weights file not found"),
     ],
 )
-def test_bad_checkpoint_options_give_one_line_errors(tmp_path, capsys, extra, message):
+def test_bad_checkpoint_options_give_one_line_errors(tmp_path, cli, extra, message):
     dit = CausalDiT(get_config("tiny"))
     state = {k: v for k, v in dit.state_dict().items() if k != "head.head.weight"}
     torch.save({"generator_ema": state}, tmp_path / "wrong.pt")
     extra = [str(tmp_path / "wrong.pt") if e == "WRONG" else e for e in extra]
     random = [] if "--random-weights" in extra or "--weights" in extra else ["--random-weights"]
-    code, err = run(capsys, "generate", *BASE, "--out", str(tmp_path / "o.mp4"), *random, *extra)
+    code, err = cli("generate", *BASE, "--out", str(tmp_path / "o.mp4"), *random, *extra)
     assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    cli.assert_one_line_error(err, message)
