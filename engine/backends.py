@@ -182,26 +182,41 @@ class CudaGraphRunner:
 
 
 class GraphedCall:
-    """`fn(x)` replayed from a CUDA graph captured per input shape: for the stateless per-frame work
-    around the DiT (VAE encode and decode), whose kernel launches cost more than their math at small
-    sizes. Returns a fresh tensor (the graph's output buffer is overwritten by the next replay)."""
+    """`fn(x)` replayed from a CUDA graph captured per input shape: for the per-frame work around the
+    DiT (VAE encode and decode), whose kernel launches cost more than their math. Returns a fresh tensor
+    (the graph's output buffer is overwritten by the next replay).
 
-    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
-        self.fn = fn
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+    A stateful step (TAEHV's streaming memory) names the buffers it reads and rewrites in place through
+    `memory()`. Its stream's first call runs eagerly, because it allocates them; the graph is captured
+    at the next call against those very buffers, and captured again when a new stream's buffers lie
+    elsewhere. The capture's warm-up runs advance the memory, so it is put back afterwards.
+    """
+
+    def __init__(
+        self, fn: Callable[[Tensor], Tensor], memory: Callable[[], list[Tensor] | None] = lambda: None
+    ) -> None:
+        self.fn, self.memory = fn, memory
+        # (shape, dtype) -> (memory addresses it was captured with, graph, input buffer, output buffer)
+        self.graphs: dict[tuple, tuple[tuple[int, ...], torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
 
     def __call__(self, x: Tensor) -> Tensor:
-        key = (tuple(x.shape), x.dtype)
-        if key not in self.graphs:
-            self.graphs[key] = self._capture(x)
-        graph, static_in, static_out = self.graphs[key]
+        state = self.memory()
+        if state is not None and not state:
+            return self.fn(x)
+        key, where = (tuple(x.shape), x.dtype), tuple(t.data_ptr() for t in state or ())
+        if key not in self.graphs or self.graphs[key][0] != where:
+            self.graphs[key] = (where, *self._capture(x, state or []))
+        _, graph, static_in, static_out = self.graphs[key]
         static_in.copy_(x)
         graph.replay()
         return static_out.clone()
 
-    def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
+    def _capture(self, x: Tensor, state: list[Tensor]) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
         static_in = x.clone()
+        saved = [t.clone() for t in state]
         graph = torch.cuda.CUDAGraph()
         static_out = capture(graph, lambda: self.fn(static_in), warmups=1)  # cuDNN picks its kernels in the warm-up
+        for t, before in zip(state, saved):
+            t.copy_(before)
         log.info("captured CUDA graph of %s for input %s", getattr(self.fn, "__name__", self.fn), tuple(x.shape))
         return graph, static_in, static_out

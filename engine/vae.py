@@ -43,8 +43,6 @@ class StreamingAutoencoder(nn.Module):
     shift: Tensor  # (C,) buffers, set by set_latent_stats
     scale: Tensor
 
-    stateless = False  # True where a step keeps nothing for the next (CUDA graphs can replay it)
-
     def __init__(self, latent_channels: int) -> None:
         super().__init__()
         if latent_channels < 1:
@@ -75,6 +73,13 @@ class StreamingAutoencoder(nn.Module):
 
     def reset(self) -> None:
         """Forget the temporal memory before a new stream (nothing to forget by default)."""
+
+    def stream_memory(self, part: str) -> list[Tensor] | None:
+        """The tensors one `encode_step` (part "encoder") or `decode_step` ("decoder") reads and then
+        rewrites in place for the next step; None where a step keeps nothing. A CUDA graph of a step
+        replays against exactly these buffers (engine.backends.GraphedCall); empty before the stream's
+        first step allocates them."""
+        return None
 
     def encode_step(self, frames: Tensor) -> Tensor:
         raise NotImplementedError
@@ -158,7 +163,6 @@ class FrameVAE(StreamingAutoencoder):
     """
 
     frames_per_latent = 1
-    stateless = True
 
     def __init__(
         self,
@@ -317,6 +321,9 @@ class TAEHV(StreamingAutoencoder):
         self._encoder_memory: dict[int, Tensor] = {}
         self._decoder_memory: dict[int, Tensor] = {}
 
+    def stream_memory(self, part: str) -> list[Tensor]:
+        return list((self._encoder_memory if part == "encoder" else self._decoder_memory).values())
+
     def reset(self) -> None:
         self._encoder_memory.clear()
         self._decoder_memory.clear()
@@ -351,7 +358,9 @@ def _run_causal(stack: nn.Sequential, x: Tensor, memory: dict[int, Tensor]) -> T
     """Run `stack` over a chunk of time steps x (B, T, C, H, W), all steps of a layer at once.
 
     Each MemBlock sees, for step t, its own input at step t-1: inside the chunk by shifting, across
-    chunks from `memory` (zeros at the start of a stream), which is updated in place.
+    chunks from `memory` (zeros at the start of a stream). The stream's first chunk allocates each
+    layer's buffer; later chunks overwrite it in place, so that a CUDA graph of a step keeps reading and
+    writing the same memory (TAEHV.stream_memory).
     """
     for i, layer in enumerate(stack):
         B, T = x.shape[:2]
@@ -364,8 +373,11 @@ def _run_causal(stack: nn.Sequential, x: Tensor, memory: dict[int, Tensor]) -> T
                     f"stream memory holds shape {tuple(prev.shape)} but the new input has "
                     f"{tuple(x[:, :1].shape)}; call reset() when the batch or frame size changes"
                 )
-            past = torch.cat([prev, x[:, :-1]], dim=1)  # (B, T, C, H, W)
-            memory[i] = x[:, -1:].clone()  # a copy, so the whole chunk is not kept alive
+            past = torch.cat([prev, x[:, :-1]], dim=1)  # (B, T, C, H, W), read before prev is overwritten
+            if i in memory:
+                memory[i].copy_(x[:, -1:])
+            else:
+                memory[i] = x[:, -1:].clone()  # a copy, so the whole chunk is not kept alive
             x = layer(x.flatten(0, 1), past.flatten(0, 1)).unflatten(0, (B, T))
         elif isinstance(layer, (TPool, TGrow)):
             x = layer(x)

@@ -33,6 +33,32 @@ def test_graphed_call_replays_the_function_on_new_inputs():
 
 
 @cuda
+@torch.no_grad()
+def test_graphed_stateful_taehv_stream_matches_eager_across_a_reset():
+    """TAEHV's streaming memory in CUDA graphs: the first step eager, the capture's warm-up undone, the
+    startup frames dropped again after a reset (a TAEHV release), a new stream's buffers captured anew."""
+    from engine.vae import TAEHV
+
+    torch.manual_seed(0)
+    graphed, eager = TAEHV(drop_startup_frames=True).cuda().eval(), TAEHV(drop_startup_frames=True).cuda().eval()
+    eager.load_state_dict(graphed.state_dict())
+    encode = GraphedCall(graphed.encode_step, lambda: graphed.stream_memory("encoder"))
+    decode = GraphedCall(graphed.decode_step, lambda: graphed.stream_memory("decoder"))
+    video = torch.rand(1, 20, 3, 32, 48, device="cuda") * 2 - 1
+    for steps in (5, 3):  # two streams
+        graphed.reset()
+        eager.reset()
+        for i in range(steps):
+            chunk = video[:, 4 * i : 4 * i + 4]
+            z, z_ref = encode(chunk), eager.encode_step(chunk)
+            torch.testing.assert_close(z, z_ref, rtol=1e-4, atol=1e-4)
+            y, y_ref = decode(z_ref), eager.decode_step(z_ref)
+            assert y.shape == y_ref.shape == ((1, 1 if i == 0 else 4, 3, 32, 48))
+            torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    assert len(encode.graphs) == 1 and len(decode.graphs) == 1  # one shape each, the stale stream's graph replaced
+
+
+@cuda
 @pytest.mark.parametrize("lipar", [False, True])
 def test_cuda_graphs_match_eager_on_a_stream(lipar):
     rng = np.random.default_rng(0)

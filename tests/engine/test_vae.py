@@ -85,6 +85,22 @@ def test_bad_latent_stats_are_refused(mean, std, message):
         FrameVAE().set_latent_stats(mean, std)
 
 
+@torch.no_grad()
+def test_taehv_stream_memory_is_rewritten_in_place(taehv):
+    """CUDA graphs replay a step against the same buffers: later steps must overwrite, not replace, them."""
+    assert taehv.stream_memory("encoder") == [] and taehv.stream_memory("decoder") == []
+    taehv.encode_step(frames(1, 4, 3, 32, 32))
+    taehv.decode_step(torch.randn(1, 16, 4, 4))
+    enc, dec = taehv.stream_memory("encoder"), taehv.stream_memory("decoder")
+    assert len(enc) == 9 and len(dec) == 9  # one buffer per MemBlock
+    before = [t.clone() for t in enc + dec]
+    taehv.encode_step(frames(1, 4, 3, 32, 32, seed=1))
+    taehv.decode_step(torch.randn(1, 16, 4, 4))
+    after_enc, after_dec = taehv.stream_memory("encoder"), taehv.stream_memory("decoder")
+    assert all(a is b for a, b in zip(after_enc + after_dec, enc + dec))
+    assert all((a - b).abs().max() > 0 for a, b in zip(after_enc + after_dec, before))
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
