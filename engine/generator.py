@@ -29,6 +29,7 @@ from engine.kv_cache import RollingKVCache
 from engine.sampler import NoiseSource, SeededNoise, add_noise, build_sampler, next_sigmas
 from engine.text import build_text_encoder
 from engine.timing import StageTimer
+from engine.upload import HostUpload
 from engine.vae import build_vae, load_vae_weights
 from lipar.config import LiparConfig
 from lipar.mask import MaskResult, StreamingMask
@@ -113,6 +114,7 @@ class StreamingGenerator:
         if graphs:
             self._encode = GraphedCall(self._encode_pixels, lambda: self.vae.stream_memory("encoder"))
             self._decode = GraphedCall(self._decode_tokens, lambda: self.vae.stream_memory("decoder"))
+        self._upload = HostUpload(device)
         self._mask_encode = None  # set_mask_encoder: another VAE's latent drives the mask
         self._timesteps: dict[float, Tensor] = {}  # one device tensor per sigma, made once
         rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
@@ -340,8 +342,8 @@ class StreamingGenerator:
                 raise ValueError(f"source frame {f.shape[1]}x{f.shape[0]} is too small")
             if f.shape[:2] != (self.height, self.width):
                 f = cv2.resize(f, (self.width, self.height), interpolation=cv2.INTER_AREA)
-            out.append(torch.from_numpy(np.ascontiguousarray(f)))
-        return torch.stack(out).to(self.device)[None]
+            out.append(f)
+        return self._upload(out)[None]
 
     def _mask(self, source_latent: Tensor | None) -> MaskResult:
         if not self.lipar.enabled:

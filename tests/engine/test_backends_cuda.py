@@ -33,6 +33,21 @@ def test_graphed_call_replays_the_function_on_new_inputs():
 
 
 @cuda
+def test_pinned_upload_keeps_each_steps_frames_although_its_buffer_is_reused():
+    from engine.upload import HostUpload
+
+    upload = HostUpload(torch.device("cuda"))
+    rng = np.random.default_rng(0)
+    steps = [[rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(4)] for _ in range(3)]
+    outs = [upload(frames) for frames in steps]  # no sync between: each fill waits for the last copy
+    for frames, out in zip(steps, outs):
+        np.testing.assert_array_equal(out.cpu().numpy(), np.stack(frames))
+    assert len(upload._buffers) == 1
+    view = steps[0][0][:, ::-1]  # a non-contiguous frame
+    np.testing.assert_array_equal(upload([view]).cpu().numpy()[0], view)
+
+
+@cuda
 @torch.no_grad()
 def test_graphed_stateful_taehv_stream_matches_eager_across_a_reset():
     """TAEHV's streaming memory in CUDA graphs: the first step eager, the capture's warm-up undone, the
