@@ -4,8 +4,9 @@ and a torch.profiler table of the host side over a few steps.
     python benchmarks/step_stalls.py CLIP --out benchmarks/results/gpu_h200/step_stalls.json
 
 `wan2.1-1.3b` (random weights, timing only) at 480x832, video-to-video on CLIP, LIPAR off. Session 12
-found with it that the bench's bimodal latency (92 vs 115 ms) came from the host, in the first stage
-of a step, where the GPU waits on it; engine.backends.capture now freezes the collector's view.
+found with it that the bench's bimodal latency (86 vs 108 ms) came from the host, in the first stage of
+a step, where the GPU waits on it: the source upload (engine/upload.py now reuses a pinned buffer) and,
+for full collections, the cyclic collector (engine.backends.capture freezes what is alive after a capture).
 """
 
 from __future__ import annotations
