@@ -64,9 +64,9 @@ def capture(graph: torch.cuda.CUDAGraph, run: Callable[[], Tensor], warmups: int
     with torch.cuda.graph(graph, pool=pool):
         out = run()
     # Everything alive now (the compiled blocks' code and guards, the graphs, the model) lives as long as
-    # the stream: move it out of the cyclic collector's reach. Without this, collections that walked those
-    # objects stalled a step by 22 ms every few frames on the H200 (wan2.1-1.3b, compiled; a full
-    # gc.collect() took 310-340 ms), in whatever stage was running: p95 1.23x p50 (session 12 probe).
+    # the stream: move it out of the cyclic collector's reach. With wan2.1-1.3b compiled, a full collection
+    # walked ~580,000 such objects in 310-340 ms, a stall of several frames whenever the collector ran one;
+    # frozen, it takes ~1 ms (H200 host, benchmarks/step_stalls.py).
     gc.freeze()
     return out
 
