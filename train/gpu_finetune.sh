@@ -12,6 +12,8 @@
 # MINILM_DIR may be a `python -m train.export_minilm DIR --compact` folder (the fp16 one no longer fits a
 # call beside the tree); it is expanded here first. EVAL_SHIPPED=0 skips the shipped weights' evaluation and
 # V2V_SCHEDULES ("t1 t2 t3|..."), default the three below, names the video-to-video schedules tried.
+# DIT_SELF_CONTEXT (default 0): the share of clips trained on the model's own reconstructions as context
+# (train_dit.own_reconstruction), the next thing to try for text-to-video motion; not yet run.
 #     bash train/gpu_finetune.sh OUT MINILM_DIR
 set -euo pipefail
 out=$1; minilm=$2
@@ -32,7 +34,7 @@ fi
 python -m train.train_dit --ckpt /tmp/ft/dit --vae $w/vae.safetensors --init $w/dit.safetensors \
     --export "$out/dit.safetensors" --text-model "$minilm" --steps "${DIT_STEPS:-6000}" --lr "${DIT_LR:-2e-4}" \
     --warmup 100 --ema 0.995 --max-minutes "${DIT_MINUTES:-7.0}" --frames "${DIT_FRAMES:-16}" \
-    --batch-small "${DIT_BATCH:-48}" >/tmp/ft/log/dit.txt 2>&1
+    --batch-small "${DIT_BATCH:-48}" --self-context "${DIT_SELF_CONTEXT:-0}" >/tmp/ft/log/dit.txt 2>&1
 wait
 cp /tmp/ft/dit/summary_dit.json /tmp/ft/dit/loss_dit.png /tmp/ft/log/
 if [ "${WITH_VAE:-0}" = 1 ]; then cp /tmp/ft/vae/summary.json /tmp/ft/vae/loss.png /tmp/ft/log/; fi

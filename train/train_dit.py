@@ -63,6 +63,11 @@ MOTION_SCALE = 0.1  # per-token mean |latent change| at which a token counts as 
 # exact context, 6,000 steps learnt to copy the last frame: a sub-pixel move per frame says nothing
 # the noisy frame would contradict, so at inference the output froze while the source moved on.
 MAX_CONTEXT_LAG = 4
+# Noise levels of the one-step reconstructions that stand in for the clean context of a `self_context`
+# share of the clips (own_reconstruction): at inference the cache holds the model's own outputs, and the
+# shipped model's text-to-video objects smear along their path instead of moving (train.evaluate). Not yet
+# trained with (it needs a GPU round): DiTTrainConfig.self_context defaults to 0.
+SELF_CONTEXT_SIGMA = (0.3, 0.7)
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,15 @@ class DiTTrainConfig:
     warmup: int = 300
     ema: float = 0.999  # of the exported weights; a run of only a few thousand steps wants ~0.99
     max_sink_gap: int = 1000  # random time gap after the sink frame: streams run far past training clips
+    self_context: float = 0.0  # share of clips whose clean context is the model's own reconstruction
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.frames < 2 or self.batch_small < 1 or self.batch_large < 1 or self.pool_clips < 1:
             raise ValueError("frames must be >= 2 and batch/pool sizes >= 1")
+        if not 0.0 <= self.self_context <= 1.0:
+            raise ValueError(f"self_context is a share of clips in [0, 1], got {self.self_context}")
 
 
 def sample_sigmas(cfg: ModelConfig, shape: tuple[int, ...], device) -> torch.Tensor:
@@ -134,9 +142,11 @@ def flow_loss(
     mask: torch.Tensor,
     gap: int,
     sources: torch.Tensor | None = None,
+    self_context: float = 0.0,
 ) -> torch.Tensor:
     """latents (B, F, C, h, w) clean, text (B, Lt, text_dim); mask from frame_causal_mask(copies=2);
-    sources: recoloured latents of the same clips (restyling pairs, see restyle_start) or None."""
+    sources: recoloured latents of the same clips (restyling pairs, see restyle_start) or None;
+    self_context: share of clips whose context frames are the model's own reconstructions."""
     cfg = model.cfg
     b, f, c, h, w = latents.shape
     x0 = patchify(latents.flatten(0, 1)).reshape(b, -1, cfg.patch_dim).float()  # (B, F*N, D)
@@ -147,6 +157,11 @@ def flow_loss(
     aug = (torch.rand(b, f, device=x0.device) < 0.5) * torch.rand(b, f, device=x0.device) * CONTEXT_NOISE
     lag = torch.randint(0, MAX_CONTEXT_LAG + 1, (b,), device=x0.device) * restyle
     context = add_noise(lagged(x0, lag, f), torch.randn_like(x0), aug.repeat_interleave(n, 1)[..., None])
+    text_kv = model.text_kv(text)
+    pos = clip_positions(f, h // 2, w // 2, gap, x0.device)
+    own = torch.rand(b, device=x0.device) < self_context
+    if own.any():
+        context = torch.where(own[:, None, None], own_reconstruction(model, context, text_kv, pos, f), context)
     sigma = sample_sigmas(cfg, (b, f), x0.device).repeat_interleave(n, 1)  # (B, F*N)
     noise = torch.randn_like(x0)
     start, offset = x0, 0.0
@@ -163,11 +178,27 @@ def flow_loss(
     noisy = add_noise(start, noise, sigma[..., None])
     x = torch.cat([context, noisy], 1)
     timestep = torch.cat([torch.zeros_like(sigma), sigma * 1000.0], 1)
-    pos = clip_positions(f, h // 2, w // 2, gap, x0.device).repeat(2, 1)
-    v = model(x, pos, timestep, model.text_kv(text), SequenceAttention(mask))
+    v = model(x, pos.repeat(2, 1), timestep, text_kv, SequenceAttention(mask))
     err = (v[:, f * n :].float() - velocity_target(x0, noise) - offset).pow(2).mean(-1)  # (B, F*N)
     weight = motion_weight(x0, f)
     return (err * weight).sum() / weight.sum()
+
+
+@torch.no_grad()
+def own_reconstruction(
+    model: CausalDiT, x: torch.Tensor, text_kv: list, pos: torch.Tensor, frames: int
+) -> torch.Tensor:
+    """(B, F*N, D) clean tokens -> the model's one-step estimate of each frame from itself noised to a
+    sigma drawn in SELF_CONTEXT_SIGMA, each frame seeing only itself: a context that looks like the
+    model's own outputs (blurred where it is unsure), without a costly autoregressive rollout."""
+    b, length, _ = x.shape
+    n = length // frames
+    lo, hi = SELF_CONTEXT_SIGMA
+    sigma = (lo + (hi - lo) * torch.rand(b, frames, device=x.device)).repeat_interleave(n, 1)[..., None]
+    noisy = add_noise(x, torch.randn_like(x), sigma)
+    own_frame = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool, device=x.device)] * frames)
+    v = model(noisy, pos, sigma[..., 0] * 1000.0, text_kv, SequenceAttention(own_frame))
+    return noisy - sigma * v.float()  # v = noise - x0, so x_sigma - sigma * v = x0
 
 
 def motion_weight(x0: torch.Tensor, frames: int) -> torch.Tensor:
@@ -300,7 +331,7 @@ def train(tc: DiTTrainConfig) -> dict:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             mask = masks[n][int(torch.rand(()) < NO_CONTEXT_SHARE)]
-            loss = flow_loss(model, latents, states, mask, gap, sources)
+            loss = flow_loss(model, latents, states, mask, gap, sources, tc.self_context)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -351,6 +382,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights (short runs: lower)")
     p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--self-context", type=float, default=0.0, help="share of clips with the model's own context")
     p.add_argument("--device", default="auto")
     a = p.parse_args()
     fields = {k: v for k, v in vars(a).items()}
