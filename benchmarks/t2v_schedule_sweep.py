@@ -1,5 +1,5 @@
-"""Text-to-video schedules of the shipped `tiny` model against motion following, on more prompts than
-train.evaluate's eight (which come first): the figure the T2V schedule in engine/config.py is chosen by.
+"""Text-to-video schedules (and the sampler) of the shipped `tiny` model against motion following, on more
+prompts than train.evaluate's eight (which come first): the figure the T2V schedule in engine/config.py is chosen by.
 
     python benchmarks/t2v_schedule_sweep.py --out benchmarks/results/tiny_t2v_schedule.json
 
@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config import Schedule  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
+from engine.sampler import build_sampler  # noqa: E402
 from train.evaluate import MOTION_PROMPTS, MOTION_TARGET, motion_following  # noqa: E402
 
 # twelve more (colour, shape, direction, plain background), none of them in MOTION_PROMPTS
@@ -35,12 +36,15 @@ EXTRA_PROMPTS = [
 ] + [(c, "ball", d, "white") for c, d in [("red", "up"), ("blue", "down"), ("purple", "left"), ("orange", "right")]]
 
 
-def schedules(shipped: Schedule) -> dict[str, Schedule]:
+def variants(shipped: Schedule, sampler: str) -> dict[str, tuple[Schedule, str]]:
+    """(schedule, sampler) per run; the shipped pair first."""
+    other = "renoise" if sampler == "euler" else "euler"
     return {
-        f"shipped ({len(shipped.timesteps)} steps, shift {shipped.shift:g})": shipped,
-        "8 steps, shift 1": Schedule(shipped.timesteps, 1.0),
-        "8 steps, shift 6": Schedule(shipped.timesteps, 6.0),
-        "4 steps, shift 3": Schedule((1000.0, 750.0, 500.0, 250.0), 3.0),
+        f"shipped ({len(shipped.timesteps)} steps, shift {shipped.shift:g}, {sampler})": (shipped, sampler),
+        "8 steps, shift 1": (Schedule(shipped.timesteps, 1.0), sampler),
+        "8 steps, shift 6": (Schedule(shipped.timesteps, 6.0), sampler),
+        "4 steps, shift 3": (Schedule((1000.0, 750.0, 500.0, 250.0), 3.0), sampler),
+        f"shipped schedule, {other} sampler": (shipped, other),
     }
 
 
@@ -53,14 +57,16 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = MOTION_PROMPTS + EXTRA_PROMPTS
     result = {"command": "python " + " ".join(sys.argv), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "prompts": len(prompts), "runs": {}}  # fmt: skip
-    for name, schedule in schedules(gen.cfg.t2v_schedule).items():
+    for name, (schedule, sampler) in variants(gen.cfg.t2v_schedule, gen.cfg.sampler).items():
         gen.cfg = dataclasses.replace(gen.cfg, t2v_schedule=schedule)  # read at every step
+        gen.sampler = build_sampler(sampler)
         start = time.time()
         with torch.inference_mode():
             motion = motion_following(gen, a.frames, prompts)
         moved = list(motion["per_prompt"].values())
         hits = [m is not None and m >= MOTION_TARGET for m in moved]
-        run = {"sigmas": schedule.sigmas, "rate": motion["rate"], "eval_prompts_hit": sum(hits[: len(MOTION_PROMPTS)]),
+        run = {"sigmas": schedule.sigmas, "sampler": sampler, "rate": motion["rate"],
+               "eval_prompts_hit": sum(hits[: len(MOTION_PROMPTS)]),
                "background_flicker": motion["background_flicker"], "per_prompt": motion["per_prompt"],
                "seconds": time.time() - start}  # fmt: skip
         result["runs"][name] = run

@@ -21,6 +21,7 @@ def test_extra_prompts_are_new_and_use_the_dataset_vocabulary():
 
 
 def test_the_shipped_schedule_is_the_first_and_the_others_differ():
-    shipped = get_config("tiny").t2v_schedule
-    runs = list(sweep.schedules(shipped).values())
-    assert runs[0] == shipped and all(s != shipped for s in runs[1:])
+    cfg = get_config("tiny")
+    runs = list(sweep.variants(cfg.t2v_schedule, cfg.sampler).values())
+    assert runs[0] == (cfg.t2v_schedule, cfg.sampler) and all(r != runs[0] for r in runs[1:])
+    assert {sampler for _, sampler in runs} == {"euler", "renoise"}
