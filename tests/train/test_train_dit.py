@@ -22,6 +22,15 @@ from train.train_dit import (
 )
 
 
+def loss_inputs(batch: int):
+    """A fresh tiny DiT and a batch of 3-frame 4x4-latent clips, captions and the training mask."""
+    cfg = get_config("tiny")
+    model = CausalDiT(cfg)
+    init_weights(model)
+    latents = torch.randn(batch, 3, cfg.latent_channels, 4, 4)
+    return model, latents, torch.randn(batch, cfg.text_len, cfg.text_dim), frame_causal_mask(3, 4, 1, 6, copies=2)
+
+
 def test_teacher_forcing_mask_is_what_inference_sees():
     """Copy 0 = clean frames (the cache pass), copy 1 = noisy frames: noisy frame f sees the clean frames of
     its window before it and itself, never its own clean copy, other noisy frames or the future."""
@@ -64,12 +73,8 @@ def test_sigmas_cover_the_schedules_and_stay_in_range():
 
 
 def test_flow_loss_is_finite_and_has_gradients():
-    cfg = get_config("tiny")
-    model = CausalDiT(cfg)
-    init_weights(model)
-    latents = torch.randn(2, 3, cfg.latent_channels, 4, 4)
-    mask = frame_causal_mask(3, 4, 1, 6, copies=2)
-    loss = flow_loss(model, latents, torch.randn(2, cfg.text_len, cfg.text_dim), mask, gap=100)
+    model, latents, text, mask = loss_inputs(2)
+    loss = flow_loss(model, latents, text, mask, gap=100)
     loss.backward()
     assert torch.isfinite(loss) and model.blocks[0].self_attn.q.weight.grad.abs().sum() > 0
 
@@ -111,12 +116,7 @@ def test_lagged_context_holds_earlier_frames():
 
 def test_flow_loss_takes_restyling_sources(monkeypatch):
     monkeypatch.setattr("train.train_dit.MAX_CONTEXT_LAG", 0)  # lagging context is tested above
-    cfg = get_config("tiny")
-    model = CausalDiT(cfg)
-    init_weights(model)
-    latents = torch.randn(4, 3, cfg.latent_channels, 4, 4)
-    text = torch.randn(4, cfg.text_len, cfg.text_dim)
-    mask = frame_causal_mask(3, 4, 1, 6, copies=2)
+    model, latents, text, mask = loss_inputs(4)
     torch.manual_seed(1)
     same = flow_loss(model, latents, text, mask, gap=0, sources=latents)
     torch.manual_seed(1)
@@ -216,12 +216,7 @@ def test_own_reconstruction_treats_each_frame_alone_and_recovers_a_clean_frame()
 
 
 def test_self_context_changes_the_loss_and_keeps_gradients():
-    cfg = get_config("tiny")
-    model = CausalDiT(cfg)
-    init_weights(model)
-    latents = torch.randn(2, 3, cfg.latent_channels, 4, 4)
-    text = torch.randn(2, cfg.text_len, cfg.text_dim)
-    mask = frame_causal_mask(3, 4, 1, 6, copies=2)
+    model, latents, text, mask = loss_inputs(2)
     torch.manual_seed(2)
     plain = flow_loss(model, latents, text, mask, gap=0)
     torch.manual_seed(2)
