@@ -55,7 +55,7 @@ def compare(model: str, size: tuple[int, int], latent_frames: int, random: bool,
         lipar=LiparConfig(enabled=False),
         text_encoder_path=text_encoder,
     )
-    per = gen.frames_per_latent
+    per = gen.frames_per_step  # video frames per step(): a whole block
     clip = synthetic_clip(*size, latent_frames * per)
     chunks = [clip[i * per : (i + 1) * per] for i in range(latent_frames)]
     base = gen.dit

@@ -109,7 +109,7 @@ def time_frames(gen: StreamingGenerator, chunks: list, frames: int) -> dict:
         "warmup_s": warm_s,
         "ms_p50": float(np.median(lat)),
         "ms_p95": float(np.percentile(lat, 95)),
-        "fps": gen.frames_per_latent * len(lat) / (lat.sum() / 1000.0),
+        "fps": gen.frames_per_step * len(lat) / (lat.sum() / 1000.0),
         "stages_ms": {k: float(np.mean([s[k] for s in stages])) for k in stages[0]},
     }
 
@@ -180,7 +180,7 @@ def main() -> None:
         lipar=LiparConfig(enabled=False),
         backend="torch",
     )
-    per = gen.frames_per_latent
+    per = gen.frames_per_step  # video frames per step(): a whole block
     need = gen.cfg.window.slots + 2 + a.frames + 1
     clip = synthetic_clip(h, w, need * per)
     chunks = [clip[i * per : (i + 1) * per] for i in range(need)]
