@@ -14,9 +14,7 @@ def rel_err(out, ref):
     return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
-@pytest.mark.parametrize(
-    ("dtype", "tol"), [(torch.bfloat16, 1e-2), (torch.float16, 2e-3), (torch.float32, 1e-5)]
-)
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 1e-2), (torch.float16, 2e-3), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("kept", [0.25, 1.0])
 def test_attention_matches_sdpa(dtype, tol, kept):
     g = torch.Generator("cuda").manual_seed(0)
@@ -37,9 +35,7 @@ def test_recovery_and_gather_match_their_references():
     g = torch.Generator("cuda").manual_seed(1)
     pruned = torch.randperm(N, device="cuda", generator=g)[: N // 2].sort().values
     cos, sin = torch.randn(2, pruned.numel(), D // 2, device="cuda", generator=g).unbind(0)
-    src = torch.randn(
-        2, 2, 3 * N, H, D, device="cuda", generator=g
-    ).bfloat16()  # (k_pre/v, layers*B, L, H, D)
+    src = torch.randn(2, 2, 3 * N, H, D, device="cuda", generator=g).bfloat16()  # (k_pre/v, layers*B, L, H, D)
     got = [torch.full((2, 3 * N, H, D), 7.0, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
     want = [t.clone() for t in got]
     src_k_pre, src_v = src[0, :, N : 2 * N], src[1, :, N : 2 * N]
@@ -53,6 +49,4 @@ def test_recovery_and_gather_match_their_references():
     kept = gather.gather_triton(tokens, pruned)
     assert torch.equal(kept, gather.gather_reference(tokens, pruned))
     previous = torch.randn_like(tokens)
-    assert torch.equal(
-        gather.restore_triton(kept, pruned, previous), gather.restore_reference(kept, pruned, previous)
-    )
+    assert torch.equal(gather.restore_triton(kept, pruned, previous), gather.restore_reference(kept, pruned, previous))

@@ -65,7 +65,5 @@ def test_default_tiling_and_split_choice():
 
 def test_fully_masked_queries_get_zero():
     q, k, v = qkv(1, 5, 32, 1, 16, torch.float32, seed=8)
-    out = mod.split_kv_attention(
-        q, k, v, torch.zeros(32, dtype=torch.bool), num_splits=2, block_m=16, block_n=16
-    )
+    out = mod.split_kv_attention(q, k, v, torch.zeros(32, dtype=torch.bool), num_splits=2, block_m=16, block_n=16)
     assert torch.equal(out, torch.zeros_like(out))

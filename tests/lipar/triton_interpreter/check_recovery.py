@@ -17,9 +17,7 @@ def test_kernel_runs_in_the_interpreter():
 
 # bf16: the interpreter's own float32 -> bf16 rounding is approximate, so the rotated K may differ by
 # one bf16 ulp; copies stay exact
-@pytest.mark.parametrize(
-    ("dtype", "tol"), [(torch.float32, 0.0), (torch.float16, 0.0), (torch.bfloat16, 1e-2)]
-)
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 0.0), (torch.float16, 0.0), (torch.bfloat16, 1e-2)])
 def test_matches_the_reference_on_strided_cache_slots(dtype, tol):
     g = torch.Generator().manual_seed(0)
     layers, b, n, h, d, slots = 2, 1, 20, 3, 12, 3
