@@ -160,8 +160,9 @@ def flow_loss(
     text_kv = model.text_kv(text)
     pos = clip_positions(f, h // 2, w // 2, gap, x0.device)
     own = torch.rand(b, device=x0.device) < self_context
-    if own.any():
-        context = torch.where(own[:, None, None], own_reconstruction(model, context, text_kv, pos, f), context)
+    if own.any():  # only those clips go through the extra forward
+        own_kv = [(k[own], v[own]) for k, v in text_kv]
+        context[own] = own_reconstruction(model, context[own], own_kv, pos, f)
     sigma = sample_sigmas(cfg, (b, f), x0.device).repeat_interleave(n, 1)  # (B, F*N)
     noise = torch.randn_like(x0)
     start, offset = x0, 0.0
