@@ -58,6 +58,7 @@ bench() {  # LIMIT_S NAME CLIP [extra bench args]: wan2.1-1.3b at 480x832, LIPAR
 # keeps 0.69 of vtest_480x832's tokens and 0.93 of the fake camera's (/tmp script in session 11's note).
 TAUS=(--lipar-tau 0.012,0.024)
 SWEEP=()
-[ "${SWEEP_KEEP:-1}" = 1 ] && SWEEP=(--sweep-keep)  # FAKE_CAMERA=0 leaves out the second bench
+[ "${SWEEP_KEEP:-1}" = 1 ] && SWEEP=(--sweep-keep)
 bench 220 bench_wan_static vtest_480x832.mp4 "${TAUS[@]}" "${SWEEP[@]}"
+# FAKE_CAMERA=0 leaves out the second bench
 if [ "${FAKE_CAMERA:-1}" = 1 ]; then bench 150 bench_wan_fake_camera fake_camera_256.mp4 --frames 24 "${TAUS[@]}"; fi

@@ -18,7 +18,7 @@ class HostUpload:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._buffers: dict[tuple[int, ...], Tensor] = {}
-        self._copied: torch.cuda.Event | None = None
+        self._copied = torch.cuda.Event() if device.type == "cuda" else None  # the last copy out of a buffer
 
     def __call__(self, frames: list[np.ndarray]) -> Tensor:
         if self.device.type != "cuda":
@@ -27,12 +27,10 @@ class HostUpload:
         buffer = self._buffers.get(shape)
         if buffer is None:
             buffer = self._buffers[shape] = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-        if self._copied is not None:
-            self._copied.synchronize()
+        self._copied.synchronize()  # returns at once before the first record
         host = buffer.numpy()
         for i, frame in enumerate(frames):
             host[i] = frame
         out = buffer.to(self.device, non_blocking=True)
-        self._copied = torch.cuda.Event()
         self._copied.record()
         return out
