@@ -40,9 +40,18 @@ class LiparConfig:
     # a moving object kept stale pieces of it.
     dilation: int = 0
     min_keep: float = 0.0  # floor on the kept ratio
-    # A scene cut (keep everything, reset the references) is declared when more than this fraction of
-    # the tokens changed by more than tau_short since the previous frame; 1.0 never declares one.
+    # A scene cut (keep everything, reset the references) is declared when more than `scene_cut` of
+    # the tokens changed by more than `scene_cut_scale` x tau_short since the previous frame; 1.0 never
+    # declares one. x4, not x1: at x1 a codec's keyframe or an exposure step (OpenCV's vtest: the median
+    # token moves 0.0097 -> 0.0155 at tau_short 0.012) read as cuts, and each kept 3 frames whole; a
+    # real cut moves most tokens by 0.1 or more.
     scene_cut: float = 0.5
+    scene_cut_scale: float = 4.0
+    # The source tests measure each token's change after removing the frame's per-channel median
+    # change: a shift shared by the whole frame is not local motion. The tiny VAE's GroupNorm moves
+    # every latent when content anywhere changes (Chromium's fake camera: pixels still, latents moved
+    # 0.012-0.027 over the whole background, so every token was kept, kept 1.00).
+    remove_global_shift: bool = True
     # "noisy-copy", not the paper's "noise-aware", by measurement (benchmarks/results/lipar_quality.md):
     # on the shipped tiny model kept tokens next to clean copies drift away from the unpruned output
     # (22-26 dB on unseen static clips) while copies at the right noise level keep 34-39 dB. DESIGN.md
@@ -95,6 +104,12 @@ class LiparConfig:
             raise ValueError(f"LiparConfig.min_keep must lie in [0, 1], got {self.min_keep}")
         if not 0.0 < self.scene_cut <= 1.0:
             raise ValueError(f"LiparConfig.scene_cut must lie in (0, 1], got {self.scene_cut}")
+        if isinstance(self.scene_cut_scale, bool) or not (
+            isinstance(self.scene_cut_scale, (int, float)) and self.scene_cut_scale > 0
+        ):
+            raise ValueError(f"LiparConfig.scene_cut_scale must be a number > 0, got {self.scene_cut_scale!r}")
+        if not isinstance(self.remove_global_shift, bool):
+            raise ValueError(f"LiparConfig.remove_global_shift must be a bool, got {self.remove_global_shift!r}")
         if self.recovery in RENAMED_MODES:
             raise ValueError(
                 f"LiparConfig.recovery {self.recovery!r} was renamed {RENAMED_MODES[self.recovery]!r} "

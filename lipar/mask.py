@@ -45,10 +45,14 @@ class MaskResult:
     reason: str  # "first" | "scene_cut" | "pruned" | "disabled"
 
 
-def token_distance(a: Tensor, b: Tensor, trim: float) -> Tensor:
-    """a, b (C, h, w) -> (h/2, w/2) float32: per-token trimmed mean of |a - b| over its 4C values."""
+def token_distance(a: Tensor, b: Tensor, trim: float, remove_global_shift: bool = False) -> Tensor:
+    """a, b (C, h, w) -> (h/2, w/2) float32: per-token trimmed mean of |a - b| over its 4C values; with
+    `remove_global_shift`, of a - b less its median over the frame, per channel."""
     c, h, w = a.shape
-    diff = (a.float() - b.float()).abs()
+    diff = a.float() - b.float()
+    if remove_global_shift:
+        diff = diff - diff.flatten(1).median(dim=1).values[:, None, None]
+    diff = diff.abs()
     # (C, gh, 2, gw, 2) -> (gh, gw, C*2*2): the token layout (C, 2, 2) flattened
     values = diff.view(c, h // 2, 2, w // 2, 2).permute(1, 3, 0, 2, 4).reshape(h // 2, w // 2, 4 * c)
     cut = int(trim * values.shape[-1])
@@ -176,9 +180,12 @@ class StreamingMask:
             self._start(latent.device)
             return _result(keep, False, "first")
 
-        d_short = median3x3(token_distance(latent, self._previous, cfg.trim))
-        d_long = median3x3(token_distance(latent, self._reference, cfg.trim))
-        cut = (d_short > cfg.tau_short).float().mean() > cfg.scene_cut  # 0-d bool, stays on device
+        shift = cfg.remove_global_shift
+        d_short = median3x3(token_distance(latent, self._previous, cfg.trim, shift))
+        d_long = median3x3(token_distance(latent, self._reference, cfg.trim, shift))
+        # the cut test sees the whole change, global shift included: a new scene is a change everywhere
+        d_cut = median3x3(token_distance(latent, self._previous, cfg.trim)) if shift else d_short
+        cut = (d_cut > cfg.scene_cut_scale * cfg.tau_short).float().mean() > cfg.scene_cut  # 0-d, on device
         # causal EMA; where there is no usable history the blend starts from the current distance
         a = cfg.temporal
         d_short = (1 - a) * d_short + a * torch.where(self._fresh_short, d_short, self._ema_short)

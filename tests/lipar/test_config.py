@@ -42,6 +42,9 @@ def test_frozen():
         ("min_keep", -0.1),
         ("scene_cut", 0.0),
         ("scene_cut", 1.5),
+        ("scene_cut_scale", 0.0),
+        ("scene_cut_scale", True),
+        ("remove_global_shift", 1),
         ("recovery", "from_memory"),
     ],
 )

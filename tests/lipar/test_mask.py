@@ -118,6 +118,35 @@ def test_scene_cut_threshold_of_one_never_cuts():
     assert results[2].reason == "pruned" and results[2].kept_ratio == 1.0
 
 
+def test_a_shift_of_the_whole_frame_is_not_local_change():
+    # the tiny VAE's GroupNorm moves every latent when content anywhere changes: a per-channel offset
+    # over the whole frame, larger than tau_short but smaller than a scene cut's change
+    bg = static_background()
+    square = torch.randn(C, 8, 8, generator=torch.Generator().manual_seed(5))
+    shift = torch.tensor([0.4, -0.3, 0.5, 0.35]).view(C, 1, 1)
+    frames = [with_square(bg, square, 2, 2), with_square(bg + shift, square + 3.0, 2, 2)]
+    moved = torch.zeros(GH, GW, dtype=torch.bool)
+    moved[3:5, 3:5] = True  # the inside of the 4x4-token square (the 3x3 median rounds its corners)
+    removed = run(StreamingMask(CFG, (GH, GW)), frames)[1]
+    assert removed.reason == "pruned"
+    assert bool(removed.keep[moved].all()), "the square that changed is recomputed"
+    assert removed.kept_ratio < 0.2, "the rest of the frame only shifted: it is pruned"
+    kept_all = run(StreamingMask(dataclasses.replace(CFG, remove_global_shift=False), (GH, GW)), frames)[1]
+    assert kept_all.kept_ratio == 1.0 and kept_all.reason == "pruned", "without the removal every token changed"
+
+
+def test_a_change_everywhere_below_the_scene_cut_scale_is_not_a_cut():
+    # an exposure step or a codec keyframe: every token changes by more than tau_short, but far less
+    # than a new scene; those tokens are recomputed this frame, without a cut's whole warm-up
+    bg = static_background()
+    noise = torch.randn(bg.shape, generator=torch.Generator().manual_seed(9))
+    results = run(StreamingMask(CFG, (GH, GW)), [bg, bg + 0.3 * noise, bg + 0.3 * noise])
+    assert results[1].reason == "pruned" and results[1].kept_ratio == 1.0
+    assert results[2].kept_ratio == 0.0
+    cut = run(StreamingMask(dataclasses.replace(CFG, scene_cut_scale=1.0), (GH, GW)), [bg, bg + 0.3 * noise])
+    assert cut[1].reason == "scene_cut", "at scale 1 the same change is a cut"
+
+
 def drifting(steps: int, rate: float = 0.05):
     bg = static_background()
     for t in range(steps):
