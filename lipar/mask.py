@@ -3,7 +3,10 @@
 A token is a 1x2x2 latent patch: 4C values. Its distance to another latent is the trimmed mean of the
 absolute differences of those values. A token is pruned when it changed little since the previous
 frame (d_short < tau_short) and since the frame at which it was last recomputed (d_long < tau_long);
-the second test stops slow drift from being pruned forever.
+the second test stops slow drift from being pruned forever. Both measure the change after removing
+the frame's per-channel median change (`remove_global_shift`): a shift shared by every token (the tiny
+VAE's GroupNorm, an exposure step) is not local motion. A scene cut is a change of most tokens by
+`scene_cut_scale` x tau_short, measured without that removal.
 
 Three drift rules (DESIGN.md 4.6a) sit on top of the source test, because a restored token is a copy of
 the model's *output*, and the output does not only follow the source: (1) warm-up: `warmup_frames`
