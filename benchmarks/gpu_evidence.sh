@@ -52,10 +52,10 @@ bench() {  # LIMIT_S NAME CLIP [extra bench args]: wan2.1-1.3b at 480x832, LIPAR
         | tr '\r' '\n' | grep -v -E "latent frame/s|Warning|warn" | tail -24
 }
 # LIPAR's thresholds: the mask comes from the tiny VAE at 480x832, where camera noise is coarser than in the
-# 128x128 crops the tiny defaults (0.005, 0.01) were calibrated on: at those every frame of both clips reads
-# as a scene cut (kept 1.00, session 11's first call). 0.012/0.024 is the threshold the CPU sweep chose for
-# this footage (benchmarks/results/lipar_sweep/: vtest kept 0.76 at 37.7 dB vs unpruned); on the CPU it
-# keeps 0.69 of vtest_480x832's tokens and 0.93 of the fake camera's (/tmp script in session 11's note).
+# 128x128 crops the tiny defaults (0.005, 0.01) were calibrated on. 0.012/0.024 is the threshold the CPU sweep
+# chose for this footage (benchmarks/results/lipar_sweep/). With the mask's global-shift removal and 4x
+# scene-cut scale (session 13) it keeps 0.55 of vtest_480x832's tokens and 0.50 of the fake camera's on the
+# CPU (0.63 and 1.00 before: the fake camera's every frame read as a scene cut).
 TAUS=(--lipar-tau 0.012,0.024)
 SWEEP=()
 [ "${SWEEP_KEEP:-1}" = 1 ] && SWEEP=(--sweep-keep)
