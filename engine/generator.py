@@ -373,8 +373,10 @@ class StreamingGenerator:
         for i, chunk in enumerate(self._latent_chunks(frames) if frames is not None else [None] * self.block):
             self.motion.observe(None if chunk is None else chunk[0, -1])
             latent = None if chunk is None else source_latents[:, i]
-            if chunk is not None and self._mask_encode is not None:
-                latent = self._mask_encode(chunk)  # what the mask compares; the DiT has the source tokens
+            if chunk is not None and self._mask_encode is not None and self.lipar.enabled:
+                # what the mask compares (the DiT has the source tokens); with LIPAR off no mask needs it, and
+                # set_lipar() starts a new mask, so none is owed a skipped frame
+                latent = self._mask_encode(chunk)
             masks.append(self._mask(latent))
         for i in range(1, len(masks)):
             keep = masks[i].keep | masks[i - 1].keep

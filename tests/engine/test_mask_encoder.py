@@ -31,6 +31,19 @@ def test_the_models_own_vae_as_mask_encoder_changes_nothing():
     assert all(np.array_equal(a, b) for a, b in zip(outs, outs2))
 
 
+def test_with_lipar_off_the_mask_encoder_does_not_run():
+    gen = StreamingGenerator.from_pretrained("tiny", device="cpu", lipar=LiparConfig())
+    gen.set_mask_encoder("tiny")
+    encode, calls = gen._mask_encode, []
+    gen._mask_encode = lambda chunk: calls.append(1) or encode(chunk)
+    clip = synthetic_clip(128, 128, 3)
+    stream(gen, clip)
+    assert len(calls) == 3, "LIPAR on: one mask encode per frame"
+    gen.set_lipar(LiparConfig(enabled=False))
+    stream(gen, clip)
+    assert len(calls) == 3, "LIPAR off: nothing compares the latents, so they are not made"
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [("wan2.1-1.3b", "mask encoder 'wan2.1-1.3b' must be a frame VAE"), ("huge", "unknown model 'huge'")],
