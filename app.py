@@ -152,7 +152,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
             out=Path(args.out),
             lipar=lipar_from_args(args),
             mask_encoder=args.mask_encoder,
-            serial_decode=args.serial_decode,
             peer=Path(args.peer) if args.peer else None,
             command=" ".join(["python", "app.py", *sys.argv[1:]]),
         )
@@ -214,9 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--triton", action="store_true", help="every LIPAR Triton kernel on, split-KV attention too (CUDA)")
     b.add_argument(
         "--mask-encoder", default=None, help="a preset whose shipped frame VAE drives LIPAR's mask (e.g. tiny)"
-    )
-    b.add_argument(
-        "--serial-decode", action="store_true", help="decode after the cache pass, not beside it (measures the overlap)"
     )
     b.add_argument("--peer", default=None, help="peer_self_forcing.json of the same device call: a 'peer' block")
     b.add_argument("--out", default="benchmarks/results/bench", help="output folder")

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from engine.config import get_config
 from engine.dit import patchify
 from engine.generator import StreamingGenerator
-from engine.overlap import SideStream
 from engine.quality import PSNR_CAP, sequence_metrics
 from engine.video_io import read_frames
 from lipar.config import LiparConfig
@@ -69,7 +68,6 @@ class BenchConfig:
     # another preset's shipped frame VAE drives LIPAR's mask (StreamingGenerator.set_mask_encoder), with its
     # calibrated thresholds unless given: real kept ratios for a random-weight model at real scale
     mask_encoder: str | None = None
-    serial_decode: bool = False  # the VAE decode after the cache pass, not beside it on a second CUDA stream
     peer: Path | None = None  # peer_self_forcing.json from the same device call: bench.json's "peer" block
     command: str = ""
 
@@ -261,8 +259,6 @@ def run_bench(cfg: BenchConfig) -> dict:
         window=cfg.window,
         sampler=cfg.sampler,
     )
-    if cfg.serial_decode:
-        gen.decode_stream = SideStream(gen.device, enabled=False)
     lipar = cfg.lipar
     if cfg.mask_encoder:
         gen.set_mask_encoder(cfg.mask_encoder)
@@ -306,7 +302,6 @@ def run_bench(cfg: BenchConfig) -> dict:
         "denoising_steps_v2v": len(gen.cfg.v2v_schedule.sigmas),
         "window": {"sinks": gen.cfg.window.sinks, "m": gen.cfg.window.m, "block": gen.cfg.window.block},
         "mask_encoder": cfg.mask_encoder,
-        "decode_overlap": gen.decode_stream.overlaps,
         "lipar_motion": lipar_on.motion,  # camera-motion compensation of the lipar run (lipar/motion.py)
         "lipar_t2v": lipar_on.t2v,
         "runs": {"baseline": baseline, "lipar": pruned},

@@ -4,8 +4,7 @@ The server, the CLI and the benchmark all drive this one object; nobody copies t
 Data flow per block (DESIGN.md §2): encode the source -> LIPAR mask per latent frame -> SDEdit start ->
 denoising steps over the kept tokens of the block's frames, jointly (block-causal: they see each other
 and the cache window; pruned K/V recovered from the clean cache) -> restore the pruned tokens from
-the previous clean latent -> cache pass at sigma = 0 over the whole block, with the decode beside it on a
-second CUDA stream.
+the previous clean latent -> cache pass at sigma = 0 over the whole block -> decode.
 A block is one latent frame for our frame-wise presets (lowest latency) and three for `self-forcing`
 (as its released models were trained). Block size, attention window and sampler come from the preset;
 each is one mechanism the loop calls: the cache's window, the sampler object, the noise source.
@@ -14,7 +13,7 @@ each is one mechanism the loop calls: the cache's window, the sampler object, th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from engine.checkpoint import WEIGHTS_DIR, load_dit, load_state
 from engine.config import KVWindow, ModelConfig, get_config, parse_window
 from engine.dit import CausalDiT, patchify, unpatchify
 from engine.kv_cache import RollingKVCache
-from engine.overlap import SideStream
 from engine.sampler import NoiseSource, SeededNoise, add_noise, build_sampler, next_sigmas
 from engine.text import build_text_encoder
 from engine.timing import StageTimer
@@ -117,8 +115,6 @@ class StreamingGenerator:
             self._encode = GraphedCall(self._encode_pixels, lambda: self.vae.stream_memory("encoder"))
             self._decode = GraphedCall(self._decode_tokens, lambda: self.vae.stream_memory("decoder"))
         self._upload = HostUpload(device)
-        # the block's VAE decode runs beside the DiT's cache pass over it (engine/overlap.py)
-        self.decode_stream = SideStream(device)
         self._mask_encode = None  # set_mask_encoder: another VAE's latent drives the mask
         self._timesteps: dict[float, Tensor] = {}  # one device tensor per sigma, made once
         rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
@@ -275,16 +271,14 @@ class StreamingGenerator:
             masks = self._block_masks(frames_in, source_latents)
         with timer("dit"):
             keep_idx, pruned_idx = [m.keep_idx for m in masks], [m.pruned_idx for m in masks]
-            clean = self.denoise(  # (1, F*N, D); the decode starts before the cache pass
-                t, source_tokens, keep_idx, pruned_idx, self._text_kv(), self._start_decode
-            )
+            clean = self.denoise(t, source_tokens, keep_idx, pruned_idx, self._text_kv())  # (1, F*N, D)
         frames_clean = clean.split(self.tokens, dim=1)
         for mask, frame_clean in zip(masks, frames_clean):
             if mask.reason != "disabled":
                 with timer("mask"):  # the settled-output rule measures this frame's output for the next mask
                     self.mask.observe_output(unpatchify(frame_clean, self.latent_h, self.latent_w)[0], mask.keep)
-        with timer("decode"):  # what of the decode the cache pass did not hide, and the copy to the host
-            frames_out = self.decode_stream.result().cpu().numpy()
+        with timer("decode"):
+            frames_out = torch.cat([self._decode(c) for c in frames_clean]).cpu().numpy()
         stages = timer.read_ms()
         total = sum(stages.values())
         stats = {
@@ -323,10 +317,6 @@ class StreamingGenerator:
         """uint8 (1, T, H, W, 3) on the device -> latent (1, C, h, w) of `vae` (default: the model's)."""
         x = frames.permute(0, 1, 4, 2, 3).to(self.dtype) / 127.5 - 1.0
         return (self.vae if vae is None else vae).encode_step(x)
-
-    def _start_decode(self, clean: Tensor) -> None:
-        """Queue the decode of the block's clean tokens (1, F*N, D) on the decode stream."""
-        self.decode_stream.start(lambda c: torch.cat([self._decode(f) for f in c.split(self.tokens, dim=1)]), clean)
 
     def _decode_tokens(self, clean: Tensor) -> Tensor:
         """Clean tokens (1, N, D) -> uint8 frames (T, H, W, 3) on the device."""
@@ -434,13 +424,11 @@ class StreamingGenerator:
         keep_idx: list[Tensor],
         pruned_idx: list[Tensor],
         text_kv: list,
-        on_clean: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
         """Denoise the kept tokens of the block starting at frame t (its cache slots already opened) jointly,
         restore the pruned ones from the previous clean latent, run the cache pass over the block.
         `source_tokens` (1, F*N, C*4) or None (text-to-video); `keep_idx` / `pruned_idx` hold each frame's
-        flat token indices; `on_clean(clean)` is called once the clean tokens exist, before the cache pass.
-        Returns the block's clean tokens (1, F*N, C*4), frame-major."""
+        flat token indices. Returns the block's clean tokens (1, F*N, C*4), frame-major."""
         schedule = self.cfg.t2v_schedule if source_tokens is None else self.cfg.v2v_schedule
         sigmas = schedule.sigmas
         n, slots = self.tokens, self.cache.current_slots
@@ -479,8 +467,6 @@ class StreamingGenerator:
             clean = torch.cat([restore(f, k, previous) for f, k in zip(frames, keep_idx)], dim=1)
         else:
             clean = x
-        if on_clean is not None:
-            on_clean(clean)
         # cache pass: the clean block's K/V (and K before RoPE) go into the cache for later blocks
         if refilled:
             for j, p in enumerate(pruned_idx):

@@ -83,4 +83,3 @@ def test_bench_records_the_mask_encoder_and_the_peer(tmp_path):
     assert saved["mask_encoder"] == "tiny" == result["mask_encoder"]
     assert saved["peer"]["self_forcing_chunkwise_fps"] == 28.0
     assert saved["peer"]["same_call"] is False  # the peer file says "cpu", not this machine's card name
-    assert saved["decode_overlap"] is False  # no second stream on the CPU
