@@ -247,7 +247,6 @@ class GeneratorWorker:
             self._next_index += 1
             self._last_due = due
             self._produced.append(due)
-        self._loop.call_soon_threadsafe(self._schedule, items)
 
         stats = out.stats
         latency = finished - started
@@ -265,6 +264,9 @@ class GeneratorWorker:
             error=None,
         )
         self._refresh_fps(finished)
+        # published after the snapshot is up to date: whoever gets a frame that followed a failure sees
+        # the error cleared (it was published first, and a test caught the stale error in between)
+        self._loop.call_soon_threadsafe(self._schedule, items)
 
     def _refresh_fps(self, now: float) -> None:
         produced = self._produced
