@@ -41,10 +41,11 @@ class LiparConfig:
     dilation: int = 0
     min_keep: float = 0.0  # floor on the kept ratio
     # A scene cut (keep everything, reset the references) is declared when more than `scene_cut` of
-    # the tokens changed by more than `scene_cut_scale` x tau_short since the previous frame; 1.0 never
-    # declares one. x4, not x1: at x1 a codec's keyframe or an exposure step (OpenCV's vtest: the median
-    # token moves 0.0097 -> 0.0155 at tau_short 0.012) read as cuts, and each kept 3 frames whole; a
-    # real cut moves most tokens by 0.1 or more.
+    # the tokens changed by more than `scene_cut_scale` x tau_short since the previous frame (or, with
+    # `remove_global_shift`, the whole frame shifted by as much); scene_cut 1.0 never declares one.
+    # x4, not x1: at x1 a codec's keyframe or an exposure step (OpenCV's vtest: the median token moves
+    # 0.0097 -> 0.0155 at tau_short 0.012) read as cuts, and each kept 3 frames whole; a real cut moves
+    # most tokens by 0.1 or more.
     scene_cut: float = 0.5
     scene_cut_scale: float = 4.0
     # The source tests measure each token's change after removing the frame's per-channel median

@@ -6,7 +6,7 @@ frame (d_short < tau_short) and since the frame at which it was last recomputed 
 the second test stops slow drift from being pruned forever. Both measure the change after removing
 the frame's per-channel median change (`remove_global_shift`): a shift shared by every token (the tiny
 VAE's GroupNorm, an exposure step) is not local motion. A scene cut is a change of most tokens by
-`scene_cut_scale` x tau_short, measured without that removal.
+`scene_cut_scale` x tau_short, or a shift of the whole frame by as much.
 
 Three drift rules (DESIGN.md 4.6a) sit on top of the source test, because a restored token is a copy of
 the model's *output*, and the output does not only follow the source: (1) warm-up: `warmup_frames`
@@ -48,13 +48,20 @@ class MaskResult:
     reason: str  # "first" | "scene_cut" | "pruned" | "disabled"
 
 
-def token_distance(a: Tensor, b: Tensor, trim: float, remove_global_shift: bool = False) -> Tensor:
-    """a, b (C, h, w) -> (h/2, w/2) float32: per-token trimmed mean of |a - b| over its 4C values; with
-    `remove_global_shift`, of a - b less its median over the frame, per channel."""
+def frame_shift(a: Tensor, b: Tensor) -> Tensor:
+    """a, b (C, h, w) -> (C,) float32: the median of a - b over the frame, per channel (torch.median's
+    lower middle; kthvalue, because torch.median took twice as long on the CPU at 60x104)."""
+    diff = (a.float() - b.float()).flatten(1)
+    return diff.kthvalue((diff.shape[1] + 1) // 2, dim=1).values
+
+
+def token_distance(a: Tensor, b: Tensor, trim: float, shift: Tensor | None = None) -> Tensor:
+    """a, b (C, h, w) -> (h/2, w/2) float32: per-token trimmed mean of |a - b - shift| over its 4C values;
+    `shift` (C,) is a change shared by the whole frame (`frame_shift`), None: none."""
     c, h, w = a.shape
     diff = a.float() - b.float()
-    if remove_global_shift:
-        diff = diff - diff.flatten(1).median(dim=1).values[:, None, None]
+    if shift is not None:
+        diff -= shift.view(c, 1, 1)
     diff = diff.abs()
     # (C, gh, 2, gw, 2) -> (gh, gw, C*2*2): the token layout (C, 2, 2) flattened
     values = diff.view(c, h // 2, 2, w // 2, 2).permute(1, 3, 0, 2, 4).reshape(h // 2, w // 2, 4 * c)
@@ -183,12 +190,16 @@ class StreamingMask:
             self._start(latent.device)
             return _result(keep, False, "first")
 
-        shift = cfg.remove_global_shift
-        d_short = median3x3(token_distance(latent, self._previous, cfg.trim, shift))
-        d_long = median3x3(token_distance(latent, self._reference, cfg.trim, shift))
-        # the cut test sees the whole change, global shift included: a new scene is a change everywhere
-        d_cut = median3x3(token_distance(latent, self._previous, cfg.trim)) if shift else d_short
-        cut = (d_cut > cfg.scene_cut_scale * cfg.tau_short).float().mean() > cfg.scene_cut  # 0-d, on device
+        shift_short = shift_long = None
+        if cfg.remove_global_shift:
+            shift_short, shift_long = frame_shift(latent, self._previous), frame_shift(latent, self._reference)
+        d_short = median3x3(token_distance(latent, self._previous, cfg.trim, shift_short))
+        d_long = median3x3(token_distance(latent, self._reference, cfg.trim, shift_long))
+        # a new scene: most tokens changed by far more than tau_short, or the whole frame did (lights on)
+        big = cfg.scene_cut_scale * cfg.tau_short
+        cut = (d_short > big).float().mean() > cfg.scene_cut  # 0-d bool, stays on device
+        if shift_short is not None:
+            cut = cut | (shift_short.abs().mean() > big)
         # causal EMA; where there is no usable history the blend starts from the current distance
         a = cfg.temporal
         d_short = (1 - a) * d_short + a * torch.where(self._fresh_short, d_short, self._ema_short)

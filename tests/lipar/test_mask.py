@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lipar.config import LiparConfig
-from lipar.mask import StreamingMask, compute_mask, median3x3, token_distance
+from lipar.mask import StreamingMask, compute_mask, frame_shift, median3x3, token_distance
 
 C, GH, GW = 4, 12, 12
 # the source test alone (no warm-up beyond the first frame, no age bound): the drift rules have their own tests
@@ -133,6 +133,24 @@ def test_a_shift_of_the_whole_frame_is_not_local_change():
     assert removed.kept_ratio < 0.2, "the rest of the frame only shifted: it is pruned"
     kept_all = run(StreamingMask(dataclasses.replace(CFG, remove_global_shift=False), (GH, GW)), frames)[1]
     assert kept_all.kept_ratio == 1.0 and kept_all.reason == "pruned", "without the removal every token changed"
+
+
+def test_frame_shift_is_the_per_channel_median_and_token_distance_removes_it():
+    a, b = torch.randn(3, 6, 8), torch.randn(3, 6, 8)
+    shift = frame_shift(a, b)
+    assert torch.equal(shift, (a - b).flatten(1).median(dim=1).values)
+    offset = torch.tensor([1.0, -2.0, 0.5])
+    moved = b + offset.view(3, 1, 1)
+    assert torch.allclose(token_distance(moved, b, 0.2, frame_shift(moved, b)), torch.zeros(3, 4), atol=1e-6)
+
+
+def test_a_large_shift_of_the_whole_frame_is_a_scene_cut():
+    # lights switched on: no token changed more than its neighbours, but the whole frame moved by more
+    # than the scene-cut scale
+    bg = static_background()
+    results = run(StreamingMask(CFG, (GH, GW)), [bg, bg + 0.8, bg + 0.8])
+    assert results[1].reason == "scene_cut" and results[1].kept_ratio == 1.0
+    assert results[2].kept_ratio == 0.0
 
 
 def test_a_change_everywhere_below_the_scene_cut_scale_is_not_a_cut():
