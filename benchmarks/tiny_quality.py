@@ -44,6 +44,10 @@ T2V_PROMPTS = [
 ]
 
 
+def _signed(value: float | None) -> str:
+    return "none" if value is None else f"{value:+.2f}"
+
+
 def t2v_frames(gen: StreamingGenerator, prompt: str, frames: int) -> list[np.ndarray]:
     gen.reset()
     gen.set_prompt(prompt)
@@ -147,6 +151,8 @@ def markdown(result: dict) -> str:
         "|---|---|---|",
         f"| motion following, text-to-video (object moves ≥ {MOTION_TARGET} of the width the named way in 16 frames) "
         f"| {pct('motion')} of {len(m['motion']['per_prompt'])} prompts | ≥ 80 %: {met(m['motion']['rate'] >= 0.8)} |",
+        "| direction contrast, text-to-video (named way minus the opposite word's, same seed; ~0.3 when words "
+        f"are followed, ~0 when motion follows the seed) | {_signed(m['motion']['direction_contrast'])} | |",
     ]
     for key, label in (("fidelity", "LIPAR on"), ("fidelity_no_lipar", "LIPAR off")):
         db = m[key]["psnr_db"]
@@ -171,10 +177,12 @@ def markdown(result: dict) -> str:
     lines.append(f"| video-to-video speed, 128×128 (LIPAR on) | {speed['v2v_fps_cpu_128']:.1f} fps | |")
     lines += [
         "",
-        "Motion per prompt (displacement along the named direction, frame widths; none = object not found):",
+        "Motion per prompt (displacement along the named direction, frame widths; in brackets the same prompt with "
+        "the opposite direction word and the same seed; none = object not found):",
         "",
     ]
-    lines += [f"- {prompt}: {'none' if d is None else f'{d:+.2f}'}" for prompt, d in m["motion"]["per_prompt"].items()]
+    opposite = m["motion"]["opposite_word"]
+    lines += [f"- {p}: {_signed(d)} ({_signed(opposite[p])})" for p, d in m["motion"]["per_prompt"].items()]
     lines += ["", "Fidelity per clip (sequence PSNR, LIPAR on):", ""]
     lines += [f"- {text}: {db:.1f} dB" for text, db in m["fidelity"]["per_clip"].items()]
     lines += ["", "Colour following per colour (text-to-video) and per source → prompt pair (video-to-video):", ""]

@@ -13,7 +13,9 @@
 # call beside the tree); it is expanded here first. EVAL_SHIPPED=0 skips the shipped weights' evaluation and
 # V2V_SCHEDULES ("t1 t2 t3|..."), default the three below, names the video-to-video schedules tried.
 # DIT_SELF_CONTEXT (default 0): the share of clips trained on the model's own reconstructions as context
-# (train_dit.own_reconstruction), the next thing to try for text-to-video motion; not yet run.
+# (train_dit.own_reconstruction); round 8 (session 13) at 0.5 followed motion worse (2 of 8 prompts).
+# DIT_SINK_ONLY (default 0): the share of steps whose noisy frames see only the sink frame
+# (train_dit.training_masks), so that motion must come from the prompt; the next thing to try, not yet run.
 #     bash train/gpu_finetune.sh OUT MINILM_DIR
 set -euo pipefail
 out=$1; minilm=$2
@@ -34,7 +36,8 @@ fi
 python -m train.train_dit --ckpt /tmp/ft/dit --vae $w/vae.safetensors --init $w/dit.safetensors \
     --export "$out/dit.safetensors" --text-model "$minilm" --steps "${DIT_STEPS:-6000}" --lr "${DIT_LR:-2e-4}" \
     --warmup 100 --ema 0.995 --max-minutes "${DIT_MINUTES:-7.0}" --frames "${DIT_FRAMES:-16}" \
-    --batch-small "${DIT_BATCH:-48}" --self-context "${DIT_SELF_CONTEXT:-0}" >/tmp/ft/log/dit.txt 2>&1
+    --batch-small "${DIT_BATCH:-48}" --self-context "${DIT_SELF_CONTEXT:-0}" --sink-only "${DIT_SINK_ONLY:-0}" \
+    >/tmp/ft/log/dit.txt 2>&1
 wait
 cp /tmp/ft/dit/summary_dit.json /tmp/ft/dit/loss_dit.png /tmp/ft/log/
 if [ "${WITH_VAE:-0}" = 1 ]; then cp /tmp/ft/vae/summary.json /tmp/ft/vae/loss.png /tmp/ft/log/; fi

@@ -65,8 +65,9 @@ MOTION_SCALE = 0.1  # per-token mean |latent change| at which a token counts as 
 MAX_CONTEXT_LAG = 4
 # Noise levels of the one-step reconstructions that stand in for the clean context of a `self_context`
 # share of the clips (own_reconstruction): at inference the cache holds the model's own outputs, and the
-# shipped model's text-to-video objects smear along their path instead of moving (train.evaluate). Not yet
-# trained with (it needs a GPU round): DiTTrainConfig.self_context defaults to 0.
+# shipped model's text-to-video objects smear along their path instead of moving (train.evaluate). Round 8
+# (session 13, share 0.5, benchmarks/results/gpu_h200/tiny_round8.json) followed motion in 2 of 8 prompts
+# against the shipped 4: DiTTrainConfig.self_context defaults to 0.
 SELF_CONTEXT_SIGMA = (0.3, 0.7)
 
 
@@ -90,6 +91,8 @@ class DiTTrainConfig:
     ema: float = 0.999  # of the exported weights; a run of only a few thousand steps wants ~0.99
     max_sink_gap: int = 1000  # random time gap after the sink frame: streams run far past training clips
     self_context: float = 0.0  # share of clips whose clean context is the model's own reconstruction
+    # share of steps whose noisy frames see the clean sink frame(s) and themselves only (`training_masks`)
+    sink_only: float = 0.0
     seed: int = 0
     device: str = "auto"
 
@@ -98,6 +101,11 @@ class DiTTrainConfig:
             raise ValueError("frames must be >= 2 and batch/pool sizes >= 1")
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"self_context is a share of clips in [0, 1], got {self.self_context}")
+        if not 0.0 <= self.sink_only <= 1.0 - NO_CONTEXT_SHARE:
+            raise ValueError(
+                f"sink_only is a share of steps in [0, {1 - NO_CONTEXT_SHARE}] (the rest of the no-context "
+                f"share), got {self.sink_only}"
+            )
 
 
 def sample_sigmas(cfg: ModelConfig, shape: tuple[int, ...], device) -> torch.Tensor:
@@ -219,13 +227,22 @@ def lagged(x: torch.Tensor, lag: torch.Tensor, frames: int) -> torch.Tensor:
     return per_frame[torch.arange(b, device=x.device)[:, None], t].reshape(x.shape)
 
 
-def training_masks(frames: int, n: int, cfg: ModelConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(with context, without): the inference view, and the same with the noisy copy cut off from
-    the clean one (each noisy frame then sees only itself)."""
+def training_masks(frames: int, n: int, cfg: ModelConfig, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(with context, without, sink only): the inference view; the same with the noisy copy cut off
+    from the clean one (each noisy frame then sees only itself); and with each noisy frame seeing only
+    the clean sink frame(s) and itself. The clean copy (the cache pass) sees its window in all three.
+
+    Why sink only: with the last frames in view, the direction and speed of a motion can be read off
+    the context, so the prompt's motion words are never needed, and a session-13 check found the
+    shipped model's text-to-video motion the same for "left", "right", "up" and "down" (it follows the
+    seed). Seeing only the first frame, frame f must be drawn f steps along the named way."""
     with_context = frame_causal_mask(frames, n, cfg.window.sinks, cfg.window.m, device, copies=2)
     without = with_context.clone()
     without[frames * n :, : frames * n] = False
-    return with_context, without
+    sink_only = with_context.clone()
+    sinks = frame_causal_mask(frames, n, cfg.window.sinks, 0, device, copies=2)  # a window of no recent frames
+    sink_only[frames * n :, : frames * n] = sinks[frames * n :, : frames * n]
+    return with_context, without, sink_only
 
 
 class ClipPool:
@@ -331,7 +348,8 @@ def train(tc: DiTTrainConfig) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            mask = masks[n][int(torch.rand(()) < NO_CONTEXT_SHARE)]
+            r = float(torch.rand(()))
+            mask = masks[n][1 if r < NO_CONTEXT_SHARE else 2 if r < NO_CONTEXT_SHARE + tc.sink_only else 0]
             loss = flow_loss(model, latents, states, mask, gap, sources, tc.self_context)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -384,6 +402,7 @@ def main() -> None:
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights (short runs: lower)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--self-context", type=float, default=0.0, help="share of clips with the model's own context")
+    p.add_argument("--sink-only", type=float, default=0.0, help="share of steps whose frames see only the sink frame")
     p.add_argument("--device", default="auto")
     a = p.parse_args()
     fields = {k: v for k, v in vars(a).items()}

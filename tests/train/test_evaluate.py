@@ -8,7 +8,6 @@ import pytest
 from lipar.config import LiparConfig
 from train.dataset import COLORS, DIRECTIONS, Background, ClipParams, ObjectParams, Scene, caption, render
 from train.evaluate import (
-    MOTION_PROMPTS,
     caption_motion,
     color_centroid,
     color_names,
@@ -28,14 +27,16 @@ class FakeGenerator:
 
     height = 64
 
-    def __init__(self, speed: float) -> None:
-        self.speed = speed
+    def __init__(self, speed: float, always: str | None = None) -> None:
+        self.speed, self.always = speed, always  # always: move this way whatever the prompt says
 
     def reset(self) -> None:
         self.t = 0
 
     def set_prompt(self, text: str) -> None:
-        self.prompt = next((p for p in MOTION_PROMPTS if text.startswith(f"a {p[0]} {p[1]} moving {p[2]}")), None)
+        words = text.split()  # "a red ball moving right over a plain black background"
+        is_motion = len(words) == 10 and words[3] == "moving"
+        self.prompt = (words[1], words[2], self.always or words[4], words[8]) if is_motion else None
 
     def step(self, source):
         self.t += 1
@@ -84,6 +85,16 @@ def test_motion_following_counts_prompts_that_move_far_enough():
     assert fast["rate"] == 1.0 and slow["rate"] == 0.0
     assert all(0.25 < m < 0.35 for m in fast["per_prompt"].values())  # 0.02 x 15 frames
     assert fast["background_flicker"] < 1.0  # only anti-aliased edge pixels change
+
+
+def test_direction_contrast_tells_words_from_the_seed():
+    follows = motion_following(FakeGenerator(0.02), 16)
+    ignores = motion_following(FakeGenerator(0.02, always="right"), 16)
+    # following the words: +0.3 the named way, -0.3 with the opposite word
+    assert 0.5 < follows["direction_contrast"] < 0.7
+    assert all(-0.35 < m < -0.25 for m in follows["opposite_word"].values())
+    # ignoring them: some prompts still "move the named way", but the opposite word changes nothing
+    assert ignores["rate"] == 0.25 and ignores["direction_contrast"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_sequence_psnr_is_from_total_mse():

@@ -139,6 +139,7 @@ def test_training_resumes_and_exports(tmp_path):
         pool_steps=10,
         large_every=0,
         warmup=1,
+        sink_only=0.75,  # every step with context sees only the sink: that mask runs through the loop
     )
     first = train(DiTTrainConfig(steps=2, **base))
     assert first["step"] == 2
@@ -150,13 +151,31 @@ def test_training_resumes_and_exports(tmp_path):
 
 def test_no_context_mask_cuts_the_noisy_copy_off_the_clean_one():
     cfg = get_config("tiny")
-    with_context, without = training_masks(4, 2, cfg, "cpu")
+    with_context, without, _ = training_masks(4, 2, cfg, "cpu")
     clean, noisy = slice(0, 8), slice(8, 16)
     assert torch.equal(without[clean], with_context[clean])  # the cache pass is unchanged
     assert not without[noisy, clean].any() and with_context[noisy, clean].any()
     assert torch.equal(
         without[noisy, noisy], torch.eye(4, dtype=torch.bool).repeat_interleave(2, 0).repeat_interleave(2, 1)
     )
+
+
+def test_sink_only_mask_shows_each_noisy_frame_the_clean_sink_and_itself():
+    cfg = get_config("tiny")  # one sink frame
+    frames, n = 5, 2
+    with_context, _, sink_only = training_masks(frames, n, cfg, "cpu")
+    clean, noisy = slice(0, frames * n), slice(frames * n, 2 * frames * n)
+    assert torch.equal(sink_only[clean], with_context[clean])  # the cache pass is unchanged
+    seen = sink_only[noisy, clean][::n, ::n]  # (query frame, clean key frame)
+    want = torch.zeros(frames, frames, dtype=torch.bool)
+    want[1:, 0] = True  # frame 0 has no clean frame before it; every later one sees frame 0 only
+    assert torch.equal(seen, want)
+    assert torch.equal(sink_only[noisy, noisy], with_context[noisy, noisy])  # and itself
+
+
+def test_sink_only_share_is_checked():
+    with pytest.raises(ValueError, match="sink_only"):
+        DiTTrainConfig(ckpt="x", vae="y", sink_only=0.9)
 
 
 def test_init_starts_from_given_weights_only_without_a_checkpoint(tmp_path):
