@@ -110,12 +110,6 @@ class LiparConfig:
             raise ValueError(f"LiparConfig.min_keep must lie in [0, 1], got {self.min_keep}")
         if not 0.0 < self.scene_cut <= 1.0:
             raise ValueError(f"LiparConfig.scene_cut must lie in (0, 1], got {self.scene_cut}")
-        if isinstance(self.scene_cut_scale, bool) or not (
-            isinstance(self.scene_cut_scale, (int, float)) and self.scene_cut_scale > 0
-        ):
-            raise ValueError(f"LiparConfig.scene_cut_scale must be a number > 0, got {self.scene_cut_scale!r}")
-        if not isinstance(self.remove_global_shift, bool):
-            raise ValueError(f"LiparConfig.remove_global_shift must be a bool, got {self.remove_global_shift!r}")
         if self.recovery in RENAMED_MODES:
             raise ValueError(
                 f"LiparConfig.recovery {self.recovery!r} was renamed {RENAMED_MODES[self.recovery]!r} "
@@ -137,12 +131,13 @@ class LiparConfig:
             raise ValueError(f"LiparConfig.motion must be one of {', '.join(MOTION_MODES)}, got {self.motion!r}")
         if not 0.0 <= self.motion_confidence <= 1.0:
             raise ValueError(f"LiparConfig.motion_confidence must lie in [0, 1], got {self.motion_confidence}")
-        for name in ("motion_tau_scale", "motion_output_scale"):
+        for name in ("scene_cut_scale", "motion_tau_scale", "motion_output_scale"):
             scale = getattr(self, name)
             if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and scale > 0):
                 raise ValueError(f"LiparConfig.{name} must be a number > 0, got {scale!r}")
-        if not isinstance(self.t2v, bool):
-            raise ValueError(f"LiparConfig.t2v must be a bool, got {self.t2v!r}")
+        for name in ("remove_global_shift", "t2v"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"LiparConfig.{name} must be a bool, got {getattr(self, name)!r}")
 
     @property
     def is_resolved(self) -> bool:

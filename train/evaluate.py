@@ -139,7 +139,7 @@ def motion_following(gen, frames: int = 16, prompts=MOTION_PROMPTS) -> dict:
     |frame_t - frame_t-1| over pixels that are background in both frames."""
     per_prompt, opposite, flicker = {}, {}, []
     for color, shape, direction, background in prompts:
-        moved = {}
+        prompt, moved = t2v_prompt(color, background, shape, direction), {}
         for word in (direction, OPPOSITE[direction]):
             video = _t2v(gen, t2v_prompt(color, background, shape, word), frames)
             moved[word] = displacement(color_centroid(video[0], color, background),
@@ -149,7 +149,6 @@ def motion_following(gen, frames: int = 16, prompts=MOTION_PROMPTS) -> dict:
                     still = ~object_region(a, background) & ~object_region(b, background)
                     if still.any():
                         flicker.append(np.abs(a.astype(np.float32) - b.astype(np.float32))[still].mean())
-        prompt = t2v_prompt(color, background, shape, direction)
         per_prompt[prompt], opposite[prompt] = moved[direction], moved[OPPOSITE[direction]]
     hits = [m is not None and m >= MOTION_TARGET for m in per_prompt.values()]
     pairs = [(per_prompt[p], opposite[p]) for p in per_prompt if per_prompt[p] is not None and opposite[p] is not None]

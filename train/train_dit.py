@@ -240,8 +240,8 @@ def training_masks(frames: int, n: int, cfg: ModelConfig, device) -> tuple[torch
     without = with_context.clone()
     without[frames * n :, : frames * n] = False
     sink_only = with_context.clone()
-    sinks = frame_causal_mask(frames, n, cfg.window.sinks, 0, device, copies=2)  # a window of no recent frames
-    sink_only[frames * n :, : frames * n] = sinks[frames * n :, : frames * n]
+    is_sink = torch.arange(frames * n, device=device) // n < cfg.window.sinks  # clean key tokens of the sinks
+    sink_only[frames * n :, : frames * n] &= is_sink
     return with_context, without, sink_only
 
 
