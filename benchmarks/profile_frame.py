@@ -13,6 +13,11 @@ frames on the host), then profiles one more frame. Variants, in this order on on
 - `shipped+<backend>`: the same with one attention backend forced (`--backends`, default none);
 - `shipped+fp8_row`: the same with FP8 linears, row-wise scales (last: it replaces the weights).
 
+`--kept 1.0,0.5` also profiles the shipped DiT work alone (denoising steps, recovery, cache pass:
+bench's kept-ratio sweep, `engine.bench.forced_step`) under random masks keeping each share, and
+tables each kernel category's time against its time at the first share: where pruning's time goes
+that does not shrink with the kept count.
+
 Writes profile_frame.json (every variant's latencies, stages, kernel table, host-sync count) and
 profile_frame.md (the tables). Kernel shares are of the summed kernel time of the profiled frame.
 """
@@ -34,7 +39,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.backends import CudaGraphRunner  # noqa: E402
-from engine.bench import PROMPT, synthetic_clip  # noqa: E402
+from engine.bench import PROMPT, forced_mask, forced_step, synthetic_clip  # noqa: E402
+from engine.dit import patchify  # noqa: E402
 from engine.fp8 import quantize_linears  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
@@ -121,6 +127,68 @@ def profile_frame(gen: StreamingGenerator, chunk, top: int) -> dict:
     return kernel_table(prof, top)
 
 
+def profile_kept(gen: StreamingGenerator, chunk, ratios: list[float], repeats: int, top: int) -> dict:
+    """The DiT work of one block under forced masks: wall-clock median over `repeats` and one profiled
+    step per kept share, on a full window (as bench's sweep)."""
+    gen.reset()
+    gen.set_prompt(PROMPT)
+    for _ in range(gen.cfg.window.slots + 1):
+        gen.step(chunk)
+    source = gen.encode_block(chunk)
+    tokens = torch.cat([patchify(source[:, i]) for i in range(gen.block)], dim=1)
+    rng = torch.Generator().manual_seed(0)
+    rows = {}
+    for ratio in ratios:
+        keep, pruned = forced_mask(gen, ratio, rng)
+        times = []
+        for r in range(repeats + 3):  # the first three capture this bucket's graphs
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            forced_step(gen, tokens, keep, pruned, gen.prompt.kv)
+            torch.cuda.synchronize()
+            if r >= 3:
+                times.append((time.perf_counter() - t0) * 1000.0)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            forced_step(gen, tokens, keep, pruned, gen.prompt.kv)
+            torch.cuda.synchronize()
+        rows[str(ratio)] = {"kept": ratio, "ms_p50": float(np.median(times)), "profile": kernel_table(prof, top)}
+    return rows
+
+
+def kept_markdown(rows: dict) -> list[str]:
+    """Each category's kernel ms per kept share, and its ratio to the first share's (ideal: the kept share)."""
+    shares = list(rows.values())
+    base = shares[0]
+    cats = list(base["profile"]["categories"])
+    head = " | ".join(f"{r['kept']:.0%} ms (ratio)" for r in shares)
+    lines = [
+        "",
+        "## DiT work alone under forced masks: kernel ms by category",
+        "",
+        "Ideal ratio: the kept share over the first share. Wall clock p50: "
+        + ", ".join(f"{r['kept']:.0%} {r['ms_p50']:.1f} ms" for r in shares)
+        + ".",
+        "",
+        f"| category | {head} |",
+        "|---|" + "---|" * len(shares),
+    ]
+
+    def ms(r: dict, c: str) -> float:
+        p = r["profile"]
+        return p["kernel_ms_total"] if c == "total" else p["categories"].get(c, {}).get("ms", 0.0)
+
+    for c in cats + ["total"]:
+        cells = [f"{ms(r, c):.2f} ({ms(r, c) / ms(base, c):.2f})" if ms(base, c) else f"{ms(r, c):.2f}" for r in shares]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    for r in shares[1:]:
+        lines += ["", f"### top kernels at {r['kept']:.0%} kept", "", "| kernel | category | calls | ms |"]
+        lines.append("|---|---|---|---|")
+        lines += [
+            f"| `{k['kernel'][:90]}` | {k['category']} | {k['calls']} | {k['ms']:.2f} |" for k in r["profile"]["top"]
+        ]
+    return lines
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"# One latent frame, {result['model']} {result['size']}, {result['card']}, torch {result['torch']}",
@@ -157,6 +225,8 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| `{r['kernel'][:90]}` | {r['category']} | {r['calls']} | {r['ms']:.2f} | {r['share']:.1%} |"
             )
+    if result.get("kept"):
+        lines += kept_markdown(result["kept"])
     return "\n".join(lines) + "\n"
 
 
@@ -168,6 +238,7 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25, help="kernels in the table")
     p.add_argument("--backends", default="", help="comma list of attention backends to force, one variant each")
     p.add_argument("--no-fp8", action="store_true")
+    p.add_argument("--kept", default="", help="comma list of kept shares for the forced-mask profile, e.g. 1.0,0.5")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
@@ -206,6 +277,11 @@ def main() -> None:
             gen.runner = CudaGraphRunner(gen.dit, gen.cache)  # re-captured with it
             run(f"shipped+{backend}")
         set_attention_backend(None)
+        kept = [float(x) for x in a.kept.split(",") if x]
+        if kept:
+            gen.runner = CudaGraphRunner(gen.dit, gen.cache)
+            kept_rows = profile_kept(gen, chunks[0], kept, a.frames, a.top)
+            print({k: round(v["ms_p50"], 2) for k, v in kept_rows.items()}, flush=True)
         if not a.no_fp8:
             quantize_linears(gen.dit, "row")
             gen.runner = CudaGraphRunner(gen.dit, gen.cache)
@@ -218,6 +294,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "steps": len(gen.cfg.v2v_schedule.sigmas),
         "variants": variants,
+        "kept": kept_rows if kept else {},
     }
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "profile_frame.json").write_text(json.dumps(result, indent=1))

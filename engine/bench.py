@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from engine.config import get_config
@@ -191,6 +192,22 @@ def _summary(gen: StreamingGenerator, passes: list[dict], budget_ms: float | Non
     }
 
 
+def forced_mask(gen: StreamingGenerator, ratio: float, rng: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(keep, pruned) flat token indices of a random mask keeping `ratio` of a frame: the sweep's masks,
+    where only the kept count matters for time."""
+    order = torch.randperm(gen.tokens, generator=rng).to(gen.device)
+    count = max(1, round(ratio * gen.tokens))
+    return order[:count].sort().values, order[count:].sort().values
+
+
+def forced_step(gen: StreamingGenerator, tokens: Tensor, keep: Tensor, pruned: Tensor, text_kv: list) -> None:
+    """One block's DiT work (denoising steps, recovery, cache pass) under the same mask for every frame,
+    without the encoder, mask or decoder around it."""
+    t = gen.cache.frames
+    gen.cache.append()
+    gen.denoise(t, tokens, [keep] * gen.block, [pruned] * gen.block, text_kv)
+
+
 def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 20) -> list[dict]:
     """DiT time per step (denoising steps + recovery + cache pass over a block) at forced kept ratios; `ms`
     is per block, `ms_per_latent_frame` per latent frame."""
@@ -206,16 +223,12 @@ def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 
         rng = torch.Generator().manual_seed(0)
         rows = []
         for ratio in SWEEP:
-            order = torch.randperm(gen.tokens, generator=rng).to(gen.device)
-            count = max(1, round(ratio * gen.tokens))
-            keep, pruned = order[:count].sort().values, order[count:].sort().values
+            keep, pruned = forced_mask(gen, ratio, rng)
             times = []
             for r in range(repeats + 3):
                 _sync(gen.device)
                 start = time.perf_counter()
-                t = gen.cache.frames
-                gen.cache.append()
-                gen.denoise(t, tokens, [keep] * gen.block, [pruned] * gen.block, text_kv)
+                forced_step(gen, tokens, keep, pruned, text_kv)
                 _sync(gen.device)
                 if r >= 3:  # the first repeats capture this bucket's graphs
                     times.append((time.perf_counter() - start) * 1000.0)
