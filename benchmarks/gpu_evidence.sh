@@ -49,7 +49,7 @@ bench() {  # LIMIT_S NAME CLIP [extra bench args]: wan2.1-1.3b at 480x832, LIPAR
     shift 3
     timeout "$limit" python3 app.py bench --model wan2.1-1.3b --random-weights --size 480x832 --source "$CLIPS/$clip" \
         --mask-encoder tiny --frames 32 --warmup 8 --target-fps 45 "${PEER[@]}" "$@" --out "$OUT/$name" 2>&1 \
-        | tr '\r' '\n' | grep -v -E "latent frame/s|Warning|warn" | tail -24
+        | tr '\r' '\n' | tee "$OUT/$name.log" | grep -v -E "latent frame/s|Warning|warn" | tail -24
 }
 # LIPAR's thresholds: the mask comes from the tiny VAE at 480x832, where camera noise is coarser than in the
 # 128x128 crops the tiny defaults (0.005, 0.01) were calibrated on. 0.012/0.024 is the threshold the CPU sweep

@@ -42,6 +42,9 @@ class RollingKVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.k_pre = torch.zeros(shape, device=device, dtype=dtype)
         self.clean = torch.zeros((batch, window.slots * tokens_per_frame, token_dim), device=device)
+        # slot offsets on the device, one tensor per slot tuple (the ring repeats a few): a fresh
+        # torch.tensor(list, device="cuda") copies from pageable host memory, a host sync in every block
+        self._slot_offsets: dict[tuple[int, ...], Tensor] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -101,7 +104,10 @@ class RollingKVCache:
         """Token indices over a block's frames (frame i's token j is i * N + j) -> indices along a layer's
         key axis; `slots` defaults to the current block's."""
         n = self.tokens_per_frame
-        offsets = torch.tensor(slots or self.current_slots, device=idx.device) * n
+        key = tuple(slots or self.current_slots)
+        offsets = self._slot_offsets.get(key)
+        if offsets is None or offsets.device != idx.device:
+            offsets = self._slot_offsets[key] = torch.tensor(key, device=idx.device) * n
         return offsets[idx // n] + idx % n
 
     def cached_blocks(self) -> list[list[int]]:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from engine.config import KVWindow
@@ -113,3 +114,34 @@ def test_reset_forgets_slot_times():
     write_block(cache, 0)
     cache.reset()
     assert cache.cached_blocks() == [] and cache.frames == 0 and cache.current_slots == [0, 1, 2]
+
+
+def test_block_token_index_stays_right_as_the_ring_turns():
+    """The slot offsets are kept per slot tuple: every block of a turning ring still gets its own."""
+    cache = make_block_cache(sinks=1, m=2, block=2, n=3)
+    for _ in range(7):
+        cache.append()
+        idx = cache.block_token_index(torch.arange(6))
+        expected = [s * 3 + j for s in cache.current_slots for j in range(3)]
+        assert idx.tolist() == expected
+        cache.commit()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_block_token_index_does_not_sync_the_host_once_the_ring_has_turned():
+    """Each block's cache write indices come from the slots; made afresh from a Python list, they were a
+    copy from pageable host memory, which waits for the GPU: two host syncs in every denoise."""
+    cache = RollingKVCache(1, 1, 4, 1, 2, KVWindow(1, 2), "cuda", torch.float32)
+    idx = torch.arange(4, device="cuda")
+    for _ in range(cache.window.slots):  # the first turn makes each slot tuple's offsets once
+        cache.append()
+        cache.block_token_index(idx)
+        cache.commit()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(cache.window.slots):
+            cache.append()
+            cache.block_token_index(idx)
+            cache.commit()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
