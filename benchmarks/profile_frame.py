@@ -39,8 +39,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.backends import CudaGraphRunner  # noqa: E402
-from engine.bench import PROMPT, forced_mask, forced_step, synthetic_clip  # noqa: E402
-from engine.dit import patchify  # noqa: E402
+from engine.bench import PROMPT, forced_mask, forced_step, steady_source_tokens, synthetic_clip  # noqa: E402
 from engine.fp8 import quantize_linears  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
@@ -130,12 +129,7 @@ def profile_frame(gen: StreamingGenerator, chunk, top: int) -> dict:
 def profile_kept(gen: StreamingGenerator, chunk, ratios: list[float], repeats: int, top: int) -> dict:
     """The DiT work of one block under forced masks: wall-clock median over `repeats` and one profiled
     step per kept share, on a full window (as bench's sweep)."""
-    gen.reset()
-    gen.set_prompt(PROMPT)
-    for _ in range(gen.cfg.window.slots + 1):
-        gen.step(chunk)
-    source = gen.encode_block(chunk)
-    tokens = torch.cat([patchify(source[:, i]) for i in range(gen.block)], dim=1)
+    tokens = steady_source_tokens(gen, chunk)
     rng = torch.Generator().manual_seed(0)
     rows = {}
     for ratio in ratios:

@@ -192,6 +192,17 @@ def _summary(gen: StreamingGenerator, passes: list[dict], budget_ms: float | Non
     }
 
 
+def steady_source_tokens(gen: StreamingGenerator, chunk: list[np.ndarray]) -> Tensor:
+    """Reset the stream, fill its KV window with `chunk` (the steady state the forced steps run in) and
+    return the chunk's source tokens (1, F*N, C*4). Call under inference mode."""
+    gen.reset()
+    gen.set_prompt(PROMPT)
+    for _ in range(gen.cfg.window.slots + 1):
+        gen.step(chunk)
+    source = gen.encode_block(chunk)
+    return torch.cat([patchify(source[:, i]) for i in range(gen.block)], dim=1)
+
+
 def forced_mask(gen: StreamingGenerator, ratio: float, rng: torch.Generator) -> tuple[Tensor, Tensor]:
     """(keep, pruned) flat token indices of a random mask keeping `ratio` of a frame: the sweep's masks,
     where only the kept count matters for time."""
@@ -212,13 +223,8 @@ def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 
     """DiT time per step (denoising steps + recovery + cache pass over a block) at forced kept ratios; `ms`
     is per block, `ms_per_latent_frame` per latent frame."""
     gen.set_lipar(LiparConfig(enabled=False))
-    gen.reset()
-    gen.set_prompt(PROMPT)
     with torch.inference_mode():
-        for _ in range(gen.cfg.window.slots + 1):  # fill the window: steady state
-            gen.step(chunk)
-        source = gen.encode_block(chunk)
-        tokens = torch.cat([patchify(source[:, i]) for i in range(gen.block)], dim=1)
+        tokens = steady_source_tokens(gen, chunk)
         text_kv = gen.prompt.kv
         rng = torch.Generator().manual_seed(0)
         rows = []
