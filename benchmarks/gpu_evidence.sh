@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU results of issue 15 in one device call (results: benchmarks/results/gpu_h200/): about 7 minutes whole
-# (session 12: 427 s with the tests and without the sweep; TESTS=0 SWEEP_KEEP=0 FAKE_CAMERA=0 about 4).
+# The GPU results of issue 15 in one device call (results: benchmarks/results/gpu_h200/): about 6 minutes whole
+# (session 14: 337 s with the tests, the peer, the sweep and both clips; TESTS=0 SWEEP_KEEP=0 FAKE_CAMERA=0 about 4).
 # Usage on the GPU machine, from the repository root:
 #   bash benchmarks/gpu_evidence.sh OUT CLIPS_DIR [PEERS_DIR]
 # CLIPS_DIR holds vtest_480x832.mp4 and fake_camera_256.mp4 (benchmarks/results/gpu_h200/README.md says how
