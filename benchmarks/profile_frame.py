@@ -39,7 +39,14 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.backends import CudaGraphRunner  # noqa: E402
-from engine.bench import PROMPT, forced_mask, forced_step, steady_source_tokens, synthetic_clip  # noqa: E402
+from engine.bench import (  # noqa: E402
+    PROMPT,
+    forced_mask,
+    forced_step,
+    forced_step_ms,
+    steady_source_tokens,
+    synthetic_clip,
+)
 from engine.fp8 import quantize_linears  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
@@ -134,14 +141,7 @@ def profile_kept(gen: StreamingGenerator, chunk, ratios: list[float], repeats: i
     rows = {}
     for ratio in ratios:
         keep, pruned = forced_mask(gen, ratio, rng)
-        times = []
-        for r in range(repeats + 3):  # the first three capture this bucket's graphs
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            forced_step(gen, tokens, keep, pruned, gen.prompt.kv)
-            torch.cuda.synchronize()
-            if r >= 3:
-                times.append((time.perf_counter() - t0) * 1000.0)
+        times = forced_step_ms(gen, tokens, keep, pruned, gen.prompt.kv, repeats)
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             forced_step(gen, tokens, keep, pruned, gen.prompt.kv)
             torch.cuda.synchronize()

@@ -219,6 +219,21 @@ def forced_step(gen: StreamingGenerator, tokens: Tensor, keep: Tensor, pruned: T
     gen.denoise(t, tokens, [keep] * gen.block, [pruned] * gen.block, text_kv)
 
 
+def forced_step_ms(
+    gen: StreamingGenerator, tokens: Tensor, keep: Tensor, pruned: Tensor, text_kv: list, repeats: int
+) -> list[float]:
+    """Wall-clock ms of `repeats` forced steps, after three untimed ones (they capture this bucket's graphs)."""
+    times = []
+    for r in range(repeats + 3):
+        _sync(gen.device)
+        start = time.perf_counter()
+        forced_step(gen, tokens, keep, pruned, text_kv)
+        _sync(gen.device)
+        if r >= 3:
+            times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
 def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 20) -> list[dict]:
     """DiT time per step (denoising steps + recovery + cache pass over a block) at forced kept ratios; `ms`
     is per block, `ms_per_latent_frame` per latent frame."""
@@ -230,14 +245,7 @@ def sweep_keep(gen: StreamingGenerator, chunk: list[np.ndarray], repeats: int = 
         rows = []
         for ratio in SWEEP:
             keep, pruned = forced_mask(gen, ratio, rng)
-            times = []
-            for r in range(repeats + 3):
-                _sync(gen.device)
-                start = time.perf_counter()
-                forced_step(gen, tokens, keep, pruned, text_kv)
-                _sync(gen.device)
-                if r >= 3:  # the first repeats capture this bucket's graphs
-                    times.append((time.perf_counter() - start) * 1000.0)
+            times = forced_step_ms(gen, tokens, keep, pruned, text_kv, repeats)
             ms = float(np.median(times))
             rows.append(
                 {

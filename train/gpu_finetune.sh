@@ -16,7 +16,8 @@
 # (train_dit.own_reconstruction); round 8 (session 13) at 0.5 followed motion worse (2 of 8 prompts).
 # DIT_SINK_ONLY (default 0): the share of steps whose noisy frames see only the sink frame
 # (train_dit.training_masks), so that motion must come from the prompt; round 9 (session 14) at 0.4: direction
-# contrast +0.10 against the shipped +0.04, motion 2 of 8 prompts, not shipped.
+# contrast +0.10 against the shipped +0.04, motion 2 of 8 prompts; round 10, continuing it at 0.75 (the most
+# train_dit takes): +0.16, motion 3 of 8; neither shipped.
 #     bash train/gpu_finetune.sh OUT MINILM_DIR
 set -euo pipefail
 out=$1; minilm=$2
