@@ -148,6 +148,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             target_fps=args.target_fps,
             sweep_keep=args.sweep_keep,
             backend=args.backend,
+            graph_buckets=args.graph_buckets,
             triton=args.triton,
             out=Path(args.out),
             lipar=lipar_from_args(args),
@@ -210,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target-fps", type=float, default=None, help="deadline for the miss rate (video fps)")
     b.add_argument("--sweep-keep", action="store_true", help="also sweep synthetic kept ratios 100/75/50/25%%")
     b.add_argument("--backend", default="auto", help="torch | cudagraph | auto")
+    b.add_argument(
+        "--graph-buckets", type=positive_int, default=None, help="kept-count buckets per block of the CUDA graphs"
+    )
     b.add_argument("--triton", action="store_true", help="every LIPAR Triton kernel on, split-KV attention too (CUDA)")
     b.add_argument(
         "--mask-encoder", default=None, help="a preset whose shipped frame VAE drives LIPAR's mask (e.g. tiny)"

@@ -62,3 +62,8 @@ SWEEP=()
 bench 220 bench_wan_static vtest_480x832.mp4 "${TAUS[@]}" "${SWEEP[@]}"
 # FAKE_CAMERA=0 leaves out the second bench
 if [ "${FAKE_CAMERA:-1}" = 1 ]; then bench 150 bench_wan_fake_camera fake_camera_256.mp4 --frames 24 "${TAUS[@]}"; fi
+# COMPARE_BUCKETS=N: vtest again with N kept-count buckets per block in the CUDA graphs (the default is
+# engine.backends.GRAPH_BUCKETS), its own baseline beside it
+if [ -n "${COMPARE_BUCKETS:-}" ]; then
+    bench 150 "bench_wan_static_buckets$COMPARE_BUCKETS" vtest_480x832.mp4 "${TAUS[@]}" --graph-buckets "$COMPARE_BUCKETS"
+fi

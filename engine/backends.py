@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "cudagraph")
 # torch.compile of the blocks inside the CUDA graphs: measured on an H200 (benchmarks/dit_pass.py)
 COMPILED_DEFAULT = True  # 19.5 vs 28.1 ms per full-frame pass (results/gpu_h200/dit_pass_variants.json)
+# Kept counts are padded up to the next of this many buckets per block, and a padded token costs what a kept
+# one does: with 16, vtest's latency sat on four levels ~4.3 ms apart (one bucket each; wan2.1-1.3b, H200,
+# session 14), so a frame paid on average half a bucket for padding. 32 halves that, for twice the graphs
+# (captured once each, in the stream's first frames at that count).
+GRAPH_BUCKETS = 32
 
 
 def bucket_sizes(tokens_per_frame: int, buckets: int = 16) -> list[int]:
@@ -103,7 +108,7 @@ class _Graph:
 class CudaGraphRunner:
     """Replays one CUDA graph per (kept-token bucket, cache pass or not).
 
-    Kept counts are rounded up to buckets of 1/`buckets` of a frame and padded by `pad_to_bucket`.
+    Kept counts are rounded up to buckets of 1/`buckets` of a block and padded by `pad_to_bucket`.
     Graphs are captured lazily once `graphs_apply` (before that, frames run eagerly). `compiled`
     fuses each block's elementwise work (`CausalDiT.compile_blocks`, which changes the model for good;
     the graphs then replay the compiled kernels). It is applied here, so the compilation (~20 s on an
@@ -111,11 +116,14 @@ class CudaGraphRunner:
     says whether that measured faster.
     """
 
-    def __init__(self, dit: CausalDiT, cache: RollingKVCache, buckets: int = 16, compiled: bool | None = None) -> None:
+    def __init__(
+        self, dit: CausalDiT, cache: RollingKVCache, buckets: int = GRAPH_BUCKETS, compiled: bool | None = None
+    ) -> None:
         if COMPILED_DEFAULT if compiled is None else compiled:
             dit.compile_blocks()
         self.eager = EagerRunner(dit, cache)
         self.dit, self.cache = dit, cache
+        self.buckets = buckets
         self.sizes = bucket_sizes(cache.tokens_per_frame * cache.window.block, buckets)  # a block's tokens
         self.graphs: dict[tuple[int, bool], _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()

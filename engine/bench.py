@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from engine.backends import CudaGraphRunner
 from engine.config import get_config
 from engine.dit import patchify
 from engine.generator import StreamingGenerator
@@ -63,6 +64,7 @@ class BenchConfig:
     target_fps: float | None = None
     sweep_keep: bool = False
     backend: str = "auto"
+    graph_buckets: int | None = None  # kept-count buckets of the CUDA graphs; None: GRAPH_BUCKETS
     triton: bool = False  # every LIPAR Triton kernel on, the split-KV attention too (default: the measured winners)
     out: Path = Path("benchmarks/results/bench")
     lipar: LiparConfig = LiparConfig()
@@ -81,6 +83,8 @@ class BenchConfig:
             raise ValueError(f"--timed-passes must be at least 1, got {self.timed_passes}")
         if self.target_fps is not None and self.target_fps <= 0:
             raise ValueError(f"--target-fps must be > 0, got {self.target_fps}")
+        if self.graph_buckets is not None and self.graph_buckets < 1:
+            raise ValueError(f"--graph-buckets must be at least 1, got {self.graph_buckets}")
 
 
 def synthetic_clip(height: int, width: int, count: int, seed: int = 0) -> list[np.ndarray]:
@@ -286,6 +290,10 @@ def run_bench(cfg: BenchConfig) -> dict:
         window=cfg.window,
         sampler=cfg.sampler,
     )
+    if cfg.graph_buckets is not None:
+        if gen.backend != "cudagraph":
+            raise ValueError(f"--graph-buckets needs the cudagraph backend (this run's is {gen.backend})")
+        gen.runner = CudaGraphRunner(gen.dit, gen.cache, buckets=cfg.graph_buckets)  # before any capture
     lipar = cfg.lipar
     if cfg.mask_encoder:
         gen.set_mask_encoder(cfg.mask_encoder)
@@ -320,6 +328,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "card": card_name(gen.device),
         "torch": torch.__version__,
         "backend": gen.backend,
+        "graph_buckets": getattr(gen.runner, "buckets", None),  # None: eager, no buckets
         "triton_kernels": cfg.triton,
         "command": cfg.command,
         "frames_timed": cfg.frames,

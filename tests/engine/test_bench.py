@@ -87,6 +87,7 @@ def test_synthetic_clip_has_a_static_background_and_a_moving_disc():
         ({"warmup": -1}, "--warmup"),
         ({"target_fps": 0}, "--target-fps"),
         ({"timed_passes": 0}, "--timed-passes"),
+        ({"graph_buckets": 0}, "--graph-buckets"),
     ],
 )
 def test_bad_bench_settings_are_refused(kwargs, message):
@@ -101,3 +102,11 @@ def test_too_short_a_source_is_a_one_line_error(tmp_path, capsys):
     code = app.main([*args, "--frames", "8", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--warmup + --frames need" in err[0]
+
+
+def test_graph_buckets_without_cuda_graphs_is_a_one_line_error(tmp_path, capsys):
+    args = ["bench", "--device", "cpu", "--size", "64x64", "--random-weights", "--frames", "2", "--warmup", "0"]
+    code = app.main([*args, "--graph-buckets", "32", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--graph-buckets needs the cudagraph backend" in err[0]
+    assert not (tmp_path / "o").exists()  # refused before anything ran
