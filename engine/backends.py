@@ -25,14 +25,14 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "cudagraph")
 # torch.compile of the blocks inside the CUDA graphs: measured on an H200 (benchmarks/dit_pass.py)
 COMPILED_DEFAULT = True  # 19.5 vs 28.1 ms per full-frame pass (results/gpu_h200/dit_pass_variants.json)
-# Kept counts are padded up to the next of this many buckets per block, and a padded token costs what a kept
-# one does: with 16, vtest's latency sat on four levels ~4.3 ms apart (one bucket each; wan2.1-1.3b, H200,
-# session 14), so a frame paid on average half a bucket for padding. 32 halves that, for twice the graphs
-# (captured once each, in the stream's first frames at that count).
-GRAPH_BUCKETS = 32
+# Kept counts are padded up to the next of this many buckets per block; a padded token costs what a kept one
+# does. With 16, vtest's latency sits on levels ~4 ms apart, which looked like padding; 32 buckets measured
+# 62.3 against 61.8 fps (DiT 48.5 against 49.2 ms; wan2.1-1.3b, H200, session 15, same call): within the
+# spread between runs (why the finer padding bought no more was not profiled). So 16, half the graphs to capture.
+GRAPH_BUCKETS = 16
 
 
-def bucket_sizes(tokens_per_frame: int, buckets: int = 16) -> list[int]:
+def bucket_sizes(tokens_per_frame: int, buckets: int = GRAPH_BUCKETS) -> list[int]:
     """Kept-token counts rounded up to 1/`buckets` of a frame: one CUDA graph (or engine) each."""
     return sorted({math.ceil(tokens_per_frame * i / buckets) for i in range(1, buckets + 1)})
 
