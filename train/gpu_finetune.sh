@@ -11,7 +11,7 @@
 # two evaluations (then a full one per schedule), which is why the schedules now get --v2v-only.
 # MINILM_DIR may be a `python -m train.export_minilm DIR --compact` folder (the fp16 one no longer fits a
 # call beside the tree); it is expanded here first. EVAL_SHIPPED=0 skips the shipped weights' evaluation and
-# V2V_SCHEDULES ("t1 t2 t3|..."), default the three below, names the video-to-video schedules tried.
+# V2V_SCHEDULES ("t1 t2 t3|..."), default the three below, names the video-to-video schedules tried (empty: none).
 # DIT_SELF_CONTEXT (default 0): the share of clips trained on the model's own reconstructions as context
 # (train_dit.own_reconstruction); round 8 (session 13) at 0.5 followed motion worse (2 of 8 prompts).
 # DIT_SINK_ONLY (default 0): the share of steps whose noisy frames see only the sink frame
@@ -53,7 +53,7 @@ evaluate() {  # label, weights folder, then extra train.evaluate arguments
 # a full evaluation took ~70 s on the H200 (session 10), the video-to-video part about half of it
 [ "${EVAL_SHIPPED:-1}" = 1 ] && evaluate shipped $w
 evaluate new "$out"
-IFS='|' read -r -a schedules <<< "${V2V_SCHEDULES:-250 150 75|333 200 100|400 250 125}"
+IFS='|' read -r -a schedules <<< "${V2V_SCHEDULES-250 150 75|333 200 100|400 250 125}"  # set but empty: none
 for t in "${schedules[@]}"; do
     evaluate "new_t${t%% *}" "$out" --v2v-only --v2v-timesteps $t --v2v-shift 3
 done
