@@ -6,6 +6,8 @@
 # CLIPS_DIR holds vtest_480x832.mp4 and fake_camera_256.mp4 (benchmarks/results/gpu_h200/README.md says how
 # they are made) and, where PyAV is absent (the GPU image), its wheel av-*.whl or, smaller, that wheel's
 # contents as av-site.tar.xz (25 MB against 36: the clips, the peer and the tree must fit one 64 MiB carry).
+# PACK=1 packs everything written under OUT into OUT/evidence.tar.gz at the end (the device tool brings back only
+# a limited number of files per call: session 15 lost four of twelve).
 # PEERS_DIR: the unpacked Self-Forcing peer with its wheels and harness (/work/shared/peers/README.md); it is
 # timed first, in this same call, and its fps go into both benches' "peer" block.
 # The kernel micro-benchmarks (benchmarks/kernels.py), the DiT pass against its floor (benchmarks/dit_pass.py),
@@ -66,4 +68,7 @@ if [ "${FAKE_CAMERA:-1}" = 1 ]; then bench 150 bench_wan_fake_camera fake_camera
 # engine.backends.GRAPH_BUCKETS), its own baseline beside it
 if [ -n "${COMPARE_BUCKETS:-}" ]; then
     bench 150 "bench_wan_static_buckets$COMPARE_BUCKETS" vtest_480x832.mp4 "${TAUS[@]}" --graph-buckets "$COMPARE_BUCKETS"
+fi
+if [ "${PACK:-0}" = 1 ]; then
+    (cd "$OUT" && tar -czf /tmp/evidence.tar.gz --remove-files -- * && mv /tmp/evidence.tar.gz evidence.tar.gz)
 fi
