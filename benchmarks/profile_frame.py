@@ -11,7 +11,13 @@ frames on the host), then profiles one more frame. Variants, in this order on on
   issue 15);
 - `shipped`: the generator's defaults (blocks compiled inside the graphs, attention tuned per shape);
 - `shipped+<backend>`: the same with one attention backend forced (`--backends`, default none);
+- `shipped+lipar`: the defaults with LIPAR on (`--lipar-tau`), its mask from the shipped tiny VAE as in
+  `bench --mask-encoder tiny`; with `--source` (a static-camera clip) the masks are real ones;
 - `shipped+fp8_row`: the same with FP8 linears, row-wise scales (last: it replaces the weights).
+
+`--source CLIP` times every variant on that clip instead of the synthetic one. Each profiled frame also
+reports how long the GPU ran any kernel (`gpu_busy_ms`, the union of kernel intervals) against its wall
+clock: the rest is the GPU waiting for the host.
 
 `--kept 1.0,0.5` also profiles the shipped DiT work alone (denoising steps, recovery, cache pass:
 bench's kept-ratio sweep, `engine.bench.forced_step`) under random masks keeping each share, and
@@ -49,6 +55,7 @@ from engine.bench import (  # noqa: E402
 )
 from engine.fp8 import quantize_linears  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
+from engine.video_io import read_frames  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
 from lipar.kernels.attention import set_attention_backend  # noqa: E402
 
@@ -81,6 +88,12 @@ def kernel_table(prof, top: int) -> dict:
         elif e.name in SYNC_OPS:
             syncs[e.name] += 1
     total = sum(sum(v) for v in per_name.values())
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)  # fmt: skip
+    busy, reach = 0.0, float("-inf")
+    for start, end in spans:  # union of the intervals: concurrent kernels count once
+        busy += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
     rows = sorted(
         ({"kernel": k, "calls": len(v), "ms": sum(v), "category": category(k)} for k, v in per_name.items()),
         key=lambda r: -r["ms"],
@@ -92,6 +105,7 @@ def kernel_table(prof, top: int) -> dict:
         cats[r["category"]] += r["ms"]
     return {
         "kernel_ms_total": total,
+        "gpu_busy_ms": busy / 1000.0,
         "kernels_launched": sum(r["calls"] for r in rows),
         "top": rows[:top],
         "categories": {k: {"ms": v, "share": v / total} for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
@@ -128,9 +142,12 @@ def time_frames(gen: StreamingGenerator, chunks: list, frames: int) -> dict:
 
 def profile_frame(gen: StreamingGenerator, chunk, top: int) -> dict:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         gen.step(chunk)
         torch.cuda.synchronize()
-    return kernel_table(prof, top)
+        wall = (time.perf_counter() - t0) * 1000.0
+    return {**kernel_table(prof, top), "wall_ms": wall}
 
 
 def profile_kept(gen: StreamingGenerator, chunk, ratios: list[float], repeats: int, top: int) -> dict:
@@ -187,20 +204,22 @@ def markdown(result: dict) -> str:
     lines = [
         f"# One latent frame, {result['model']} {result['size']}, {result['card']}, torch {result['torch']}",
         "",
-        f"`{result['command']}`; LIPAR off, steady state, V2V {result['steps']} steps + the cache pass.",
+        f"`{result['command']}`; {result['clip']}; LIPAR off except in `shipped+lipar`, steady state, "
+        f"V2V {result['steps']} steps + the cache pass.",
         "",
-        "| variant | p50 ms | p95 ms | fps | stages ms | kernel ms | kernels | host syncs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | p50 ms | p95 ms | fps | stages ms | kernel ms | GPU busy / wall ms | kernels | syncs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in result["variants"].items():
         if "error" in v:
-            lines.append(f"| {name} | failed: {v['error'][:120]} | | | | | | |")
+            lines.append(f"| {name} | failed: {v['error'][:120]} | | | | | | | |")
             continue
         st = ", ".join(f"{k} {x:.1f}" for k, x in v["stages_ms"].items())
         p = v["profile"]
         lines.append(
             f"| {name} | {v['ms_p50']:.1f} | {v['ms_p95']:.1f} | {v['fps']:.1f} | {st} | "
-            f"{p['kernel_ms_total']:.1f} | {p['kernels_launched']} | {sum(p['host_syncs'].values())} |"
+            f"{p['kernel_ms_total']:.1f} | {p['gpu_busy_ms']:.1f} / {p['wall_ms']:.1f} | {p['kernels_launched']} | "
+            f"{sum(p['host_syncs'].values())} |"
         )
     for name, v in result["variants"].items():
         if "error" in v:
@@ -233,6 +252,8 @@ def main() -> None:
     p.add_argument("--backends", default="", help="comma list of attention backends to force, one variant each")
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--kept", default="", help="comma list of kept shares for the forced-mask profile, e.g. 1.0,0.5")
+    p.add_argument("--source", type=Path, help="clip to time on (default: the synthetic clip)")
+    p.add_argument("--lipar-tau", default="", help="SHORT,LONG: add the shipped+lipar variant with these thresholds")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
@@ -247,7 +268,12 @@ def main() -> None:
     )
     per = gen.frames_per_step  # video frames per step(): a whole block
     need = gen.cfg.window.slots + 2 + a.frames + 1
-    clip = synthetic_clip(h, w, need * per)
+    if a.source:
+        clip = list(read_frames(a.source, limit=need * per))
+        if len(clip) < need * per:
+            raise SystemExit(f"{a.source} has {len(clip)} frames; {need * per} needed")
+    else:
+        clip = synthetic_clip(h, w, need * per)
     chunks = [clip[i * per : (i + 1) * per] for i in range(need)]
     variants: dict[str, dict] = {}
 
@@ -271,6 +297,14 @@ def main() -> None:
             gen.runner = CudaGraphRunner(gen.dit, gen.cache)  # re-captured with it
             run(f"shipped+{backend}")
         set_attention_backend(None)
+        if a.lipar_tau:
+            short, long = (float(x) for x in a.lipar_tau.split(","))
+            gen.runner = CudaGraphRunner(gen.dit, gen.cache)
+            gen.set_mask_encoder("tiny")
+            gen.set_lipar(LiparConfig(tau_short=short, tau_long=long))
+            run("shipped+lipar")
+            gen.set_lipar(LiparConfig(enabled=False))
+            gen.set_mask_encoder(None)
         kept = [float(x) for x in a.kept.split(",") if x]
         if kept:
             gen.runner = CudaGraphRunner(gen.dit, gen.cache)
@@ -287,6 +321,7 @@ def main() -> None:
         "torch": torch.__version__,
         "command": "python " + " ".join(sys.argv),
         "steps": len(gen.cfg.v2v_schedule.sigmas),
+        "clip": f"clip {a.source.name}" if a.source else "the synthetic clip",
         "variants": variants,
         "kept": kept_rows if kept else {},
     }
