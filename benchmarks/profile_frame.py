@@ -78,6 +78,15 @@ def category(name: str) -> str:
     return next((cat for cat, pattern in CATEGORIES if re.search(pattern, low)), "other")
 
 
+def union_length(spans: list[tuple[float, float]]) -> float:
+    """Total length covered by (start, end) intervals: kernels that overlap (two streams) count once."""
+    busy, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        busy += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return busy
+
+
 def kernel_table(prof, top: int) -> dict:
     """Device kernels of one profiled frame grouped by name, with their share of the kernel time."""
     per_name: dict[str, list[float]] = defaultdict(list)
@@ -88,12 +97,13 @@ def kernel_table(prof, top: int) -> dict:
         elif e.name in SYNC_OPS:
             syncs[e.name] += 1
     total = sum(sum(v) for v in per_name.values())
-    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA)  # fmt: skip
-    busy, reach = 0.0, float("-inf")
-    for start, end in spans:  # union of the intervals: concurrent kernels count once
-        busy += max(0.0, end - max(start, reach))
-        reach = max(reach, end)
+    busy = union_length(
+        [
+            (e.time_range.start, e.time_range.end)
+            for e in prof.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA
+        ]
+    )
     rows = sorted(
         ({"kernel": k, "calls": len(v), "ms": sum(v), "category": category(k)} for k, v in per_name.items()),
         key=lambda r: -r["ms"],
