@@ -44,6 +44,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app import parse_taus  # noqa: E402
 from engine.backends import CudaGraphRunner  # noqa: E402
 from engine.bench import (  # noqa: E402
     PROMPT,
@@ -53,6 +54,7 @@ from engine.bench import (  # noqa: E402
     steady_source_tokens,
     synthetic_clip,
 )
+from engine.config import get_config  # noqa: E402
 from engine.fp8 import quantize_linears  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
 from engine.video_io import read_frames  # noqa: E402
@@ -91,19 +93,14 @@ def kernel_table(prof, top: int) -> dict:
     """Device kernels of one profiled frame grouped by name, with their share of the kernel time."""
     per_name: dict[str, list[float]] = defaultdict(list)
     syncs: dict[str, int] = defaultdict(int)
+    spans = []
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
+            spans.append((e.time_range.start, e.time_range.end))
             per_name[e.name].append((e.time_range.end - e.time_range.start) / 1000.0)
         elif e.name in SYNC_OPS:
             syncs[e.name] += 1
     total = sum(sum(v) for v in per_name.values())
-    busy = union_length(
-        [
-            (e.time_range.start, e.time_range.end)
-            for e in prof.events()
-            if e.device_type == torch.autograd.DeviceType.CUDA
-        ]
-    )
     rows = sorted(
         ({"kernel": k, "calls": len(v), "ms": sum(v), "category": category(k)} for k, v in per_name.items()),
         key=lambda r: -r["ms"],
@@ -115,7 +112,7 @@ def kernel_table(prof, top: int) -> dict:
         cats[r["category"]] += r["ms"]
     return {
         "kernel_ms_total": total,
-        "gpu_busy_ms": busy / 1000.0,
+        "gpu_busy_ms": union_length(spans) / 1000.0,
         "kernels_launched": sum(r["calls"] for r in rows),
         "top": rows[:top],
         "categories": {k: {"ms": v, "share": v / total} for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
@@ -263,7 +260,12 @@ def main() -> None:
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--kept", default="", help="comma list of kept shares for the forced-mask profile, e.g. 1.0,0.5")
     p.add_argument("--source", type=Path, help="clip to time on (default: the synthetic clip)")
-    p.add_argument("--lipar-tau", default="", help="SHORT,LONG: add the shipped+lipar variant with these thresholds")
+    p.add_argument(
+        "--lipar-tau",
+        type=parse_taus,
+        metavar="SHORT[,LONG]",
+        help="add the shipped+lipar variant with these thresholds",
+    )
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
@@ -308,7 +310,9 @@ def main() -> None:
             run(f"shipped+{backend}")
         set_attention_backend(None)
         if a.lipar_tau:
-            short, long = (float(x) for x in a.lipar_tau.split(","))
+            short, long = a.lipar_tau
+            if long is None:  # as bench --mask-encoder: the mask encoder's own
+                long = get_config("tiny").lipar.tau_long
             gen.runner = CudaGraphRunner(gen.dit, gen.cache)
             gen.set_mask_encoder("tiny")
             gen.set_lipar(LiparConfig(tau_short=short, tau_long=long))
