@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,7 +110,10 @@ class CudaGraphRunner:
     """Replays one CUDA graph per (kept-token bucket, cache pass or not).
 
     Kept counts are rounded up to buckets of 1/`buckets` of a block and padded by `pad_to_bucket`.
-    Graphs are captured lazily once `graphs_apply` (before that, frames run eagerly). `compiled`
+    Before `graphs_apply` frames run eagerly. At the first call that can replay a graph, the graphs of
+    *every* bucket for that pass (denoising step or cache pass) are captured at once, which also runs the
+    attention tuner on every shape: captured lazily, a kept count first met mid-stream had cost that frame
+    ~0.7 s instead of ~60 ms (wan2.1-1.3b, H200, `gpu_h200/session16/`). `compiled`
     fuses each block's elementwise work (`CausalDiT.compile_blocks`, which changes the model for good;
     the graphs then replay the compiled kernels). It is applied here, so the compilation (~20 s on an
     H200) happens in the stream's first frame, not as a stall at the first capture; COMPILED_DEFAULT
@@ -147,23 +151,40 @@ class CudaGraphRunner:
             return self.eager(x, pos, timestep, text_kv, write_idx, store_pre, key_mask)
         self._load_text(text_kv)
         k = x.shape[1]
-        size = self.bucket(k)
-        entry = self.graphs.get((size, store_pre))
-        fresh = entry is None
-        if fresh:
-            entry = self._buffers(size, x, pos)
-        x_pad, pos_pad, idx_pad = pad_to_bucket(size, x, pos, write_idx)
+        if (self.sizes[-1], store_pre) not in self.graphs:
+            self._capture_every_bucket(x, pos, timestep, write_idx, store_pre)
+        entry = self.graphs[(self.bucket(k), store_pre)]
+        x_pad, pos_pad, idx_pad = pad_to_bucket(entry.x.shape[1], x, pos, write_idx)
         entry.x.copy_(x_pad)
         if entry.loaded_pos is not pos or entry.loaded_idx is not write_idx:  # the same for a frame's steps
             entry.pos.copy_(pos_pad)
             entry.write_idx.copy_(idx_pad)
             entry.loaded_pos, entry.loaded_idx = pos, write_idx
         entry.timestep.copy_(timestep)
-        if fresh:
-            self._capture(entry, store_pre)
-            self.graphs[(size, store_pre)] = entry
         entry.graph.replay()
         return entry.out[:, :k]
+
+    def _capture_every_bucket(self, x: Tensor, pos: Tensor, timestep: Tensor, write_idx: Tensor, store_pre: bool) -> None:
+        """Capture one pass's graph for every bucket, from this call's tokens cycled to each size. The
+        captures write K/V into this call's cache positions (the current block's slots), which may already
+        hold recovered K/V for pruned tokens: the block's slots are saved first and put back after."""
+        start = time.perf_counter()
+        block = self.cache.block_token_index(torch.arange(self.sizes[-1], device=x.device))
+        saved = [t.index_select(2, block) for t in (self.cache.k, self.cache.v, self.cache.k_pre)]
+        for size in self.sizes:
+            rows = torch.arange(size, device=x.device) % x.shape[1]
+            entry = self._buffers(size, x, pos)
+            entry.x.copy_(x[:, rows])
+            entry.pos.copy_(pos[rows])
+            entry.write_idx.copy_(write_idx[rows])
+            entry.timestep.copy_(timestep)
+            self._capture(entry, store_pre)
+            self.graphs[(size, store_pre)] = entry
+        for t, before in zip((self.cache.k, self.cache.v, self.cache.k_pre), saved):
+            t.index_copy_(2, block, before)
+        log.info(
+            "captured %d CUDA graphs (cache pass %s) in %.1f s", len(self.sizes), store_pre, time.perf_counter() - start
+        )
 
     def _load_text(self, text_kv: list) -> None:
         if text_kv is self._text_source:
@@ -191,9 +212,7 @@ class CudaGraphRunner:
         def run() -> Tensor:
             return self.eager(e.x, e.pos, e.timestep, self.text_kv, e.write_idx, store_pre)
 
-        # the warm-up writes the same K/V the replay will
         e.out = capture(e.graph, run, warmups=2, pool=self.pool)
-        log.info("captured CUDA graph: %d tokens, cache pass %s", e.x.shape[1], store_pre)
 
 
 class GraphedCall:

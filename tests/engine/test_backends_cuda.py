@@ -89,8 +89,11 @@ def test_cuda_graphs_match_eager_on_a_stream(lipar):
         )
         gen.set_prompt("a red ball moving right over a plain black background")
         outs[backend] = np.stack([gen.step(f).frames[-1] for f in source]).astype(np.float32)
-    # bf16 both ways; the graphs replay the same kernels, so frames differ by rounding only
+    # bf16 both ways; the graphs replay the same kernels, so frames differ by rounding only. With LIPAR the
+    # captures of every bucket happened over recovered K/V, which they must have left as they found them.
     assert np.abs(outs["torch"] - outs["cudagraph"]).mean() < 1.0
+    passes = {gen.recovery.stores_step_kv, True}  # the denoising steps' pass and the cache pass
+    assert set(gen.runner.graphs) == {(size, p) for size in gen.runner.sizes for p in passes}
 
 
 @cuda
@@ -173,11 +176,20 @@ def test_compiled_blocks_in_cuda_graphs_match_eager():
         pos = torch.stack([torch.full_like(idx, cache.frames), idx // 8, idx % 8], 1)
         x = torch.randn(1, kept, cfg.patch_dim, device="cuda", dtype=torch.bfloat16)
         inputs.append((x, pos, timestep, text_kv, cache.token_index(cache.current_slot, idx), False))
+    written = torch.zeros(cache.k.shape[2], dtype=torch.bool, device="cuda")
+    for args in inputs:
+        written[args[4]] = True
     with torch.inference_mode():
         # the same calls in the same order: the current slot holds the same K/V before each
         want = [EagerRunner(model, cache)(*args).float() for args in inputs]  # before any compilation
+        want_cache = [t.clone() for t in (cache.k, cache.v, cache.k_pre)]
         graphs = CudaGraphRunner(model, cache, compiled=True)
         got = [graphs(*args).float() for args in inputs]
     for g, w in zip(got, want):
         assert ((g - w).norm() / w.norm()).item() < 2e-2, g.shape
-    assert model.compiled and len(graphs.graphs) == 3
+    # the first call captured every bucket, whose warm-ups wrote K/V all over the current slot: where no
+    # call wrote, the cache is bit for bit what it was (in LIPAR, the pruned tokens' recovered K/V)
+    for t, w in zip((cache.k, cache.v), want_cache[:2]):
+        assert torch.equal(t[:, :, ~written], w[:, :, ~written])
+    assert torch.equal(cache.k_pre, want_cache[2])  # no call here stores K before RoPE
+    assert model.compiled and set(graphs.graphs) == {(size, False) for size in graphs.sizes}
