@@ -164,7 +164,9 @@ class CudaGraphRunner:
         entry.graph.replay()
         return entry.out[:, :k]
 
-    def _capture_every_bucket(self, x: Tensor, pos: Tensor, timestep: Tensor, write_idx: Tensor, store_pre: bool) -> None:
+    def _capture_every_bucket(
+        self, x: Tensor, pos: Tensor, timestep: Tensor, write_idx: Tensor, store_pre: bool
+    ) -> None:
         """Capture one pass's graph for every bucket, from this call's tokens cycled to each size. The
         captures write K/V into this call's cache positions (the current block's slots), which may already
         hold recovered K/V for pruned tokens: the block's slots are saved first and put back after."""
