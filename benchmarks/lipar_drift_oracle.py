@@ -49,11 +49,9 @@ class OracleContext(StreamingGenerator):
         if pruned.numel():
             x = x[:, keep]
             self._recover(self._pruned_rope(t, pruned), pruned, None, self.cache.current_slots[0])
-        write = self.cache.block_token_index(keep)
-        self.runner(x, self.positions(t, keep), self._timestep(0.0), text_kv, write, True)
         clean = restore(x, keep, self.previous_clean) if pruned.numel() else x
-        self.cache.commit(clean)
-        self.previous_clean = clean
+        write = self.cache.block_token_index(keep)
+        self._cache_block(clean, source_tokens, keep, self.positions(t, keep), text_kv, write, None)
         return clean
 
 

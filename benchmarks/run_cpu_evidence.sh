@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Every CPU result file the README cites, regenerated in one go (about 20 minutes on 2 cores).
+# Every CPU result file the README cites, regenerated in one go (about 30 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python benchmarks/calibrate_lipar.py --out benchmarks/results/lipar_calibration.json
 python benchmarks/tiny_quality.py --out benchmarks/results
+python benchmarks/v2v_anchor_sweep.py --out benchmarks/results
 python benchmarks/lipar_quality.py --out benchmarks/results
 python benchmarks/lipar_sweep.py --clips benchmarks/data/disc_seed11.mp4 benchmarks/data/vtest_path.mp4 \
     benchmarks/data/coins_triangle.mp4 --taus 0.005,0.01 0.008,0.016 0.012,0.024 --modes noisy-copy noise-aware \

@@ -124,8 +124,13 @@ class ModelConfig:
     # "euler": deterministic flow steps (what `tiny` is trained for); "renoise": predict x0, add fresh noise
     # at the next timestep (Self-Forcing / CausVid's few-step distilled sampling)
     sampler: str = "euler"
+    # video-to-video: the cache keeps the source's token wherever the output is within this mean |latent|
+    # distance of it (engine/anchor.py); None keeps the model's own outputs (models not measured with it)
+    v2v_anchor: float | None = None
 
     def __post_init__(self) -> None:
+        if self.v2v_anchor is not None and not self.v2v_anchor > 0:
+            raise ValueError(f"{self.name}: v2v_anchor is a latent distance > 0 (or None: off), got {self.v2v_anchor}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.dim % self.heads:
@@ -196,6 +201,10 @@ CONFIGS: dict[str, ModelConfig] = {
         # moving-object area by > 0.007. 0.008 pruned 99.9% of background but cost 3.5 dB on the
         # static clip of benchmarks/lipar_quality.py (25.3 vs 28.8 dB at kept 0.58 vs 0.71).
         lipar=LiparDefaults(tau_short=0.005, tau_long=0.010, tau_output=0.03),
+        # the largest tolerance that keeps restyling >= 80 % of frames over all seven backgrounds measured
+        # (benchmarks/results/tiny_v2v_anchor.json, LIPAR on): off / 0.4 / 0.5 gave fidelity 21.9 / 25.4 /
+        # 25.7 dB (other held-out clips 20.3 / 24.0 / 24.5) and restyling at worst 89 / 81 / 78 %
+        v2v_anchor=0.4,
     ),
     # Wan2.1-T2V-1.3B as used causally by Self-Forcing / CausVid (shared/wan2.1-1.3b.md).
     "wan2.1-1.3b": ModelConfig(

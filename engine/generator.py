@@ -4,7 +4,8 @@ The server, the CLI and the benchmark all drive this one object; nobody copies t
 Data flow per block (DESIGN.md §2): encode the source -> LIPAR mask per latent frame -> SDEdit start ->
 denoising steps over the kept tokens of the block's frames, jointly (block-causal: they see each other
 and the cache window; pruned K/V recovered from the clean cache) -> restore the pruned tokens from
-the previous clean latent -> cache pass at sigma = 0 over the whole block -> decode.
+the previous clean latent -> (video-to-video) anchor the block to the source where it agrees with it ->
+cache pass at sigma = 0 over the whole block -> decode.
 A block is one latent frame for our frame-wise presets (lowest latency) and three for `self-forcing`
 (as its released models were trained). Block size, attention window and sampler come from the preset;
 each is one mechanism the loop calls: the cache's window, the sampler object, the noise source.
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.anchor import anchor_to_source
 from engine.backends import BACKENDS, CudaGraphRunner, EagerRunner, GraphedCall
 from engine.checkpoint import WEIGHTS_DIR, load_dit, load_state
 from engine.config import KVWindow, ModelConfig, get_config, parse_window
@@ -467,15 +469,34 @@ class StreamingGenerator:
             clean = torch.cat([restore(f, k, previous) for f, k in zip(frames, keep_idx)], dim=1)
         else:
             clean = x
-        # cache pass: the clean block's K/V (and K before RoPE) go into the cache for later blocks
         if refilled:
             for j, p in enumerate(pruned_idx):
                 self._recover(ropes[j], p, None, slots[j])
-        if block_keep.numel():
-            self.runner(x.to(self.dtype), pos, self._timestep(0.0), text_kv, write_idx, True, key_mask)
-        self.cache.commit(clean)
-        self.previous_clean = clean[:, -n:]
+        self._cache_block(clean, source_tokens, block_keep, pos, text_kv, write_idx, key_mask)
         return clean
+
+    def _cache_block(
+        self,
+        clean: Tensor,
+        source_tokens: Tensor | None,
+        block_keep: Tensor,
+        pos: Tensor,
+        text_kv: list,
+        write_idx: Tensor,
+        key_mask: Tensor | None,
+    ) -> None:
+        """The cache pass: the block's context, its clean tokens anchored to the source in video-to-video
+        (engine/anchor.py), goes into the cache for later blocks, K/V (and K before RoPE) of its kept tokens
+        at `write_idx` (the pruned ones' were recovered). The output, and what LIPAR restores from, stays
+        the model's own."""
+        context = clean
+        if source_tokens is not None and self.cfg.v2v_anchor is not None:
+            context = anchor_to_source(clean, source_tokens.float(), self.cfg.v2v_anchor)
+        if block_keep.numel():
+            kept = context if block_keep.numel() == context.shape[1] else context[:, block_keep]
+            self.runner(kept.to(self.dtype), pos, self._timestep(0.0), text_kv, write_idx, True, key_mask)
+        self.cache.commit(context)
+        self.previous_clean = clean[:, -self.tokens :]
 
     def _key_mask(self, pruned_idx: list[Tensor]) -> Tensor | None:
         """The recovery mode's key mask over the valid keys, for every frame of the block at once."""

@@ -168,11 +168,12 @@ def sequence_psnr(output: list[np.ndarray], reference: list[np.ndarray]) -> floa
     return float(10 * np.log10(255.0**2 / max(np.mean(diff**2), 1e-10)))
 
 
-def fidelity(gen, frames: int = 16) -> dict:
+def fidelity(gen, frames: int = 16, clips: list[ClipParams] | None = None) -> dict:
     """Video-to-video with the source's own caption: sequence PSNR against the source per clip, and
-    over all clips together (total MSE); the flicker where the source stands still."""
+    over all clips together (total MSE); the flicker where the source stands still.
+    `clips` default to fidelity_clips(frames)."""
     per_clip, outputs, sources, flicker = {}, [], [], []
-    for params in fidelity_clips(frames):
+    for params in clips or fidelity_clips(frames):
         source = list(render([params], gen.height)[0].numpy())
         text = caption(params)
         gen.reset()
@@ -349,6 +350,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--v2v-timesteps", type=float, nargs="+", default=None,
                    help="try another video-to-video schedule, e.g. 500 250 (default: the config's)")  # fmt: skip
     p.add_argument("--v2v-shift", type=float, default=None)
+    p.add_argument("--v2v-anchor", default=None, metavar="TOLERANCE|off",
+                   help="video-to-video context anchoring (engine/anchor.py; default: the config's)")  # fmt: skip
     p.add_argument("--no-lipar", action="store_true", help="video-to-video unpruned (default: LIPAR on, as shipped)")
     p.add_argument("--lipar-dilation", type=int, default=None, help="keep-mask margin (tokens)")
     p.add_argument("--v2v-only", action="store_true", help="only the video-to-video measures (schedule sweeps)")
@@ -370,9 +373,16 @@ def main(argv: list[str] | None = None) -> dict:
         except ValueError as e:
             p.error(str(e))
         gen.cfg = dataclasses.replace(gen.cfg, v2v_schedule=schedule)  # read at every step
+    if a.v2v_anchor is not None:
+        try:
+            anchor = None if a.v2v_anchor == "off" else float(a.v2v_anchor)
+            gen.cfg = dataclasses.replace(gen.cfg, v2v_anchor=anchor)
+        except ValueError as e:
+            p.error(f"--v2v-anchor takes a tolerance > 0 or 'off' ({e})")
     with torch.inference_mode():
         result = evaluate_v2v(gen, a.frames) if a.v2v_only else evaluate_all(gen, a.frames)
-    setting = {"v2v_sigmas": gen.cfg.v2v_schedule.sigmas, "lipar": gen.lipar.enabled, "dilation": gen.lipar.dilation}
+    setting = {"v2v_sigmas": gen.cfg.v2v_schedule.sigmas, "v2v_anchor": gen.cfg.v2v_anchor}
+    setting |= {"lipar": gen.lipar.enabled, "dilation": gen.lipar.dilation}
     print(json.dumps(headline(result) | setting))
     print(json.dumps(result))
     return result

@@ -93,12 +93,14 @@ def test_unchanged_region_is_pruned_and_restored_exactly(gen):
 
 def test_recovery_equals_recomputed_clean_previous_frame_kv(gen):
     """Pruned K/V in the current slot == the clean previous frame's K/V recomputed from scratch
-    (a full forward of its clean latent at sigma 0), K re-rotated at the current frame's time."""
+    (a full forward at sigma 0 of the context the cache committed for it: its clean latent anchored to
+    the source, engine/anchor.py), K re-rotated at the current frame's time."""
     frames = clip(2)
     gen.set_lipar(tiny_tau())
     gen.reset()
     gen.step(frames[0])
-    clean0 = gen.previous_clean.clone()
+    first = gen.cache.previous_slot * gen.tokens
+    clean0 = gen.cache.clean[:, first : first + gen.tokens].clone()
     out = gen.step(frames[1])
     pruned = torch.from_numpy(~out.mask.flatten()).nonzero().flatten()
     assert pruned.numel() > 0

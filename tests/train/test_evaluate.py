@@ -127,9 +127,10 @@ def test_cli_video_to_video_measures_on_the_shipped_model(capsys):
     from train.evaluate import main
 
     argv = ["--device", "cpu", "--frames", "2", "--v2v-only", "--v2v-timesteps", "500", "250", "--v2v-shift", "1"]
-    result = main(argv)
+    result = main([*argv, "--v2v-anchor", "off"])
     rates = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert rates["v2v_sigmas"] == [0.5, 0.25] and (rates["lipar"], rates["dilation"]) == (True, LiparConfig().dilation)
+    assert rates["v2v_sigmas"] == [0.5, 0.25] and rates["v2v_anchor"] is None
+    assert (rates["lipar"], rates["dilation"]) == (True, LiparConfig().dilation)
     assert set(result) == {"fidelity", "v2v_procedural", "v2v_photo"}
     assert 0 <= rates["v2v_procedural"] <= 1 and rates["fidelity"] > 5
 
@@ -141,6 +142,8 @@ def test_cli_rejects_bad_arguments(capsys):
         (["--v2v-timesteps", "200", "500"], "must decrease"),
         (["--lipar-dilation", "-1"], "--lipar-dilation must be >= 0"),
         (["--frames", "1"], "--frames must be >= 2"),
+        (["--v2v-anchor", "-1"], "v2v_anchor is a latent distance > 0"),
+        (["--v2v-anchor", "loose"], "--v2v-anchor takes a tolerance > 0 or 'off'"),
     ):
         with pytest.raises(SystemExit):
             main(["--device", "cpu", *argv])
