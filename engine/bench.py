@@ -336,6 +336,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "frames_per_block": gen.block,
         "sampler": gen.cfg.sampler,
         "denoising_steps_v2v": len(gen.cfg.v2v_schedule.sigmas),
+        "v2v_anchor": gen.cfg.v2v_anchor,  # context anchoring's tolerance (engine/anchor.py); None: off
         "window": {"sinks": gen.cfg.window.sinks, "m": gen.cfg.window.m, "block": gen.cfg.window.block},
         "mask_encoder": cfg.mask_encoder,
         "lipar_motion": lipar_on.motion,  # camera-motion compensation of the lipar run (lipar/motion.py)

@@ -7,6 +7,7 @@ import pytest
 
 import app
 from engine.bench import BenchConfig, run_bench, run_variants, synthetic_clip
+from engine.config import get_config
 from engine.generator import StreamingGenerator
 from engine.quality import PSNR_CAP
 from engine.video_io import write_video
@@ -39,6 +40,7 @@ def test_bench_writes_both_runs_the_sweep_and_a_plot(tmp_path):
     result = json.loads((tmp_path / "bench.json").read_text(), parse_constant=_refuse)  # strict JSON: no inf
     assert {"model", "size", "card", "torch", "command", "runs", "sweep"} <= set(result)
     assert result["size"] == "64x64" and result["command"] == "test"
+    assert result["v2v_anchor"] == get_config("tiny").v2v_anchor
     for name in ("baseline", "lipar"):
         run = result["runs"][name]
         assert RUN_FIELDS <= set(run)
