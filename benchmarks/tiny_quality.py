@@ -123,6 +123,7 @@ def main() -> None:
         "torch": torch.__version__,
         "params": params,
         "v2v_sigmas": gen.cfg.v2v_schedule.sigmas,
+        "v2v_anchor": gen.cfg.v2v_anchor,
         "vae_psnr_db": {str(k): v for k, v in vae_psnr.items()},
         "measures": measures,
         "dataset_motion": dataset_motion(range(300)),
@@ -143,7 +144,8 @@ def markdown(result: dict) -> str:
         "",
         f"Command: `{result['command']}` · CPU ({speed['threads']} threads) · "
         f"torch {result['torch']} · DiT {result['params']['dit'] / 1e6:.2f} M, "
-        f"VAE {result['params']['vae'] / 1e6:.2f} M parameters · video-to-video from σ {result['v2v_sigmas'][0]:.2f}",
+        f"VAE {result['params']['vae'] / 1e6:.2f} M parameters · video-to-video from σ {result['v2v_sigmas'][0]:.2f}, "
+        f"context anchored to the source within {result['v2v_anchor']} (engine/anchor.py)",
         "",
         result["note"],
         "",
