@@ -51,7 +51,7 @@ class OracleContext(StreamingGenerator):
             self._recover(self._pruned_rope(t, pruned), pruned, None, self.cache.current_slots[0])
         clean = restore(x, keep, self.previous_clean) if pruned.numel() else x
         write = self.cache.block_token_index(keep)
-        self._cache_block(clean, source_tokens, keep, self.positions(t, keep), text_kv, write, None)
+        self._cache_block(x, clean, source_tokens, keep, self.positions(t, keep), text_kv, write, None)
         return clean
 
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.generator import StreamingGenerator  # noqa: E402
+from lipar.config import LiparConfig  # noqa: E402
 from train.dataset import HELDOUT_SEEDS_START, PHOTOS, Background, sample_clip  # noqa: E402
 from train.evaluate import EVAL_PAIRS, evaluate_v2v, fidelity, prompt_following_v2v  # noqa: E402
 
@@ -100,8 +101,6 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
     gen = StreamingGenerator.from_pretrained("tiny", device="cpu")
     if a.no_lipar:
-        from lipar.config import LiparConfig
-
         gen.set_lipar(LiparConfig(enabled=False))
     shipped = gen.cfg
     others = other_clips(a.other_clips, a.frames)

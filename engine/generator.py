@@ -472,11 +472,12 @@ class StreamingGenerator:
         if refilled:
             for j, p in enumerate(pruned_idx):
                 self._recover(ropes[j], p, None, slots[j])
-        self._cache_block(clean, source_tokens, block_keep, pos, text_kv, write_idx, key_mask)
+        self._cache_block(x, clean, source_tokens, block_keep, pos, text_kv, write_idx, key_mask)
         return clean
 
     def _cache_block(
         self,
+        kept: Tensor,
         clean: Tensor,
         source_tokens: Tensor | None,
         block_keep: Tensor,
@@ -487,13 +488,14 @@ class StreamingGenerator:
     ) -> None:
         """The cache pass: the block's context, its clean tokens anchored to the source in video-to-video
         (engine/anchor.py), goes into the cache for later blocks, K/V (and K before RoPE) of its kept tokens
-        at `write_idx` (the pruned ones' were recovered). The output, and what LIPAR restores from, stays
+        at `write_idx` (the pruned ones' were recovered). `kept` are `clean`'s tokens at `block_keep`, as
+        denoised, so that only anchoring gathers them again. The output, and what LIPAR restores from, stays
         the model's own."""
         context = clean
         if source_tokens is not None and self.cfg.v2v_anchor is not None:
             context = anchor_to_source(clean, source_tokens.float(), self.cfg.v2v_anchor)
+            kept = context if kept.shape[1] == context.shape[1] else context[:, block_keep]
         if block_keep.numel():
-            kept = context if block_keep.numel() == context.shape[1] else context[:, block_keep]
             self.runner(kept.to(self.dtype), pos, self._timestep(0.0), text_kv, write_idx, True, key_mask)
         self.cache.commit(context)
         self.previous_clean = clean[:, -self.tokens :]
