@@ -39,7 +39,7 @@ if [ "${TESTS:-1}" = 1 ]; then
     fi
     SELECT=()
     [ -z "${MINILM_DIR:-}" ] && SELECT=(-k "not on_a_stream")
-    timeout 90 python3 -m pytest -q -x tests/lipar/test_kernels_cuda.py tests/engine/test_backends_cuda.py \
+    timeout 90 python3 -m pytest -q -x tests/lipar/test_kernels_cuda.py tests/engine/test_backends_cuda.py "tests/engine/test_overlap.py::test_on_cuda_the_result_waits_for_the_side_stream" \
         "${SELECT[@]}" 2>&1 | tail -3 || exit 1
 fi
 PEER=()

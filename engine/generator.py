@@ -14,7 +14,8 @@ each is one mechanism the loop calls: the cache's window, the sampler object, th
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from engine.checkpoint import WEIGHTS_DIR, load_dit, load_state
 from engine.config import KVWindow, ModelConfig, get_config, parse_window
 from engine.dit import CausalDiT, patchify, unpatchify
 from engine.kv_cache import RollingKVCache
+from engine.overlap import Pending, SideStream
 from engine.sampler import NoiseSource, SeededNoise, add_noise, build_sampler, next_sigmas
 from engine.text import build_text_encoder
 from engine.timing import StageTimer
@@ -117,6 +119,7 @@ class StreamingGenerator:
             self._encode = GraphedCall(self._encode_pixels, lambda: self.vae.stream_memory("encoder"))
             self._decode = GraphedCall(self._decode_tokens, lambda: self.vae.stream_memory("decoder"))
         self._upload = HostUpload(device)
+        self._side = SideStream(device)  # the decode beside the cache pass, the mask encoder beside the encoder
         self._mask_encode = None  # set_mask_encoder: another VAE's latent drives the mask
         self._timesteps: dict[float, Tensor] = {}  # one device tensor per sigma, made once
         rows, cols = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
@@ -253,6 +256,7 @@ class StreamingGenerator:
             self.recovery = make_recovery(self.lipar.recovery)
             self.last_mode = mode
         timer = StageTimer(self.device)
+        started = time.perf_counter()
         t = self.cache.frames
         self.cache.append()
         context_frames = self.cache.context_frames
@@ -263,26 +267,31 @@ class StreamingGenerator:
         else:
             recached = 0
 
-        source_tokens = frames_in = source_latents = None
+        source_tokens = frames_in = source_latents = mask_latents = None
         if source is not None:
             with timer("encode"):
                 frames_in = self._source_tensor(source, self.frames_per_step)  # (1, F*T, H, W, 3) uint8
+                mask_latents = self._mask_latents(frames_in, timer)  # beside the model's own encoder
                 source_latents = self._encode_block(frames_in)  # (1, F, C, h, w)
                 source_tokens = torch.cat([patchify(source_latents[:, i]) for i in range(self.block)], dim=1)
+        compared = source_latents if mask_latents is None else mask_latents.result()  # (it times itself)
         with timer("mask"):
-            masks = self._block_masks(frames_in, source_latents)
+            masks = self._block_masks(frames_in, compared)
+        decoded: list[Pending[Tensor]] = []
         with timer("dit"):
             keep_idx, pruned_idx = [m.keep_idx for m in masks], [m.pruned_idx for m in masks]
-            clean = self.denoise(t, source_tokens, keep_idx, pruned_idx, self._text_kv())  # (1, F*N, D)
+            clean = self.denoise(  # (1, F*N, D); the decode starts beside the cache pass
+                t, source_tokens, keep_idx, pruned_idx, self._text_kv(),
+                on_clean=lambda c: decoded.append(self._side.run(self._decode_block, c, timer)),
+            )  # fmt: skip
         frames_clean = clean.split(self.tokens, dim=1)
         for mask, frame_clean in zip(masks, frames_clean):
             if mask.reason != "disabled":
                 with timer("mask"):  # the settled-output rule measures this frame's output for the next mask
                     self.mask.observe_output(unpatchify(frame_clean, self.latent_h, self.latent_w)[0], mask.keep)
-        with timer("decode"):
-            frames_out = torch.cat([self._decode(c) for c in frames_clean]).cpu().numpy()
-        stages = timer.read_ms()
-        total = sum(stages.values())
+        frames_out = decoded[0].result().cpu().numpy()
+        stages = timer.read_ms()  # on a GPU the decode's span overlaps the dit's (the cache pass)
+        total = (time.perf_counter() - started) * 1000.0
         stats = {
             "frame": t,  # the block's first latent frame
             "latent_frames": self.block,
@@ -320,6 +329,11 @@ class StreamingGenerator:
         x = frames.permute(0, 1, 4, 2, 3).to(self.dtype) / 127.5 - 1.0
         return (self.vae if vae is None else vae).encode_step(x)
 
+    def _decode_block(self, clean: Tensor, timer: StageTimer) -> Tensor:
+        """A block's clean tokens (1, F*N, D) -> its uint8 frames (F*T, H, W, 3) on the device."""
+        with timer("decode"):
+            return torch.cat([self._decode(c) for c in clean.split(self.tokens, dim=1)])
+
     def _decode_tokens(self, clean: Tensor) -> Tensor:
         """Clean tokens (1, N, D) -> uint8 frames (T, H, W, 3) on the device."""
         video = self.vae.decode_step(unpatchify(clean, self.latent_h, self.latent_w).to(self.dtype))
@@ -356,20 +370,29 @@ class StreamingGenerator:
             return MaskResult(self._keep_all, self.all_idx, self.all_idx[:0], 1.0, result.reason)
         return result
 
-    def _block_masks(self, frames: Tensor | None, source_latents: Tensor | None) -> list[MaskResult]:
+    def _mask_latents(self, frames: Tensor, timer: StageTimer) -> Pending[Tensor] | None:
+        """What the mask compares when another VAE drives it (`set_mask_encoder`): that VAE's latent of
+        each latent frame's last source frame, (1, F, C, h, w), encoded beside the model's own encoder
+        and timed as "mask". None where the mask compares the source latents. With LIPAR off no mask
+        needs it, and set_lipar() starts a new mask, so none is owed a skipped frame."""
+        if self._mask_encode is None or not self.lipar.enabled:
+            return None
+
+        def encode(frames: Tensor) -> Tensor:
+            with timer("mask"):
+                return torch.stack([self._mask_encode(chunk) for chunk in self._latent_chunks(frames)], dim=1)
+
+        return self._side.run(encode, frames)
+
+    def _block_masks(self, frames: Tensor | None, latents: Tensor | None) -> list[MaskResult]:
         """One mask per latent frame of the block, each against the frame before it (`frames` uint8
-        (1, F*T, H, W, 3) and their latents, or None for text-to-video). Inside a block a token stays pruned
-        only while it is pruned in every frame since the block began: then the last clean frame (before
-        the block) is what it is restored and recovered from."""
+        (1, F*T, H, W, 3) and the latents the mask compares, (1, F, C, h, w), or None for text-to-video).
+        Inside a block a token stays pruned only while it is pruned in every frame since the block began:
+        then the last clean frame (before the block) is what it is restored and recovered from."""
         masks = []
         for i, chunk in enumerate(self._latent_chunks(frames) if frames is not None else [None] * self.block):
             self.motion.observe(None if chunk is None else chunk[0, -1])
-            latent = None if chunk is None else source_latents[:, i]
-            if chunk is not None and self._mask_encode is not None and self.lipar.enabled:
-                # what the mask compares (the DiT has the source tokens); with LIPAR off no mask needs it, and
-                # set_lipar() starts a new mask, so none is owed a skipped frame
-                latent = self._mask_encode(chunk)
-            masks.append(self._mask(latent))
+            masks.append(self._mask(None if chunk is None else latents[:, i]))
         for i in range(1, len(masks)):
             keep = masks[i].keep | masks[i - 1].keep
             if not torch.equal(keep, masks[i].keep):
@@ -426,11 +449,13 @@ class StreamingGenerator:
         keep_idx: list[Tensor],
         pruned_idx: list[Tensor],
         text_kv: list,
+        on_clean: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
         """Denoise the kept tokens of the block starting at frame t (its cache slots already opened) jointly,
         restore the pruned ones from the previous clean latent, run the cache pass over the block.
         `source_tokens` (1, F*N, C*4) or None (text-to-video); `keep_idx` / `pruned_idx` hold each frame's
-        flat token indices. Returns the block's clean tokens (1, F*N, C*4), frame-major."""
+        flat token indices. `on_clean` gets the clean tokens before the cache pass, for work that need not
+        wait for it (the step's decode). Returns the block's clean tokens (1, F*N, C*4), frame-major."""
         schedule = self.cfg.t2v_schedule if source_tokens is None else self.cfg.v2v_schedule
         sigmas = schedule.sigmas
         n, slots = self.tokens, self.cache.current_slots
@@ -469,6 +494,8 @@ class StreamingGenerator:
             clean = torch.cat([restore(f, k, previous) for f, k in zip(frames, keep_idx)], dim=1)
         else:
             clean = x
+        if on_clean is not None:
+            on_clean(clean)
         if refilled:
             for j, p in enumerate(pruned_idx):
                 self._recover(ropes[j], p, None, slots[j])
