@@ -193,17 +193,22 @@ def cudnn_split_attention(q: Tensor, k: Tensor, v: Tensor, splits: int, out: Ten
     if b != 1 or lk % splits:
         raise ValueError(f"cudnn_split needs batch 1 and keys ({lk}) divisible by the splits ({splits})")
     chunk = lk // splits
-    qs = q[0].transpose(0, 1).expand(splits, h, lq, d).contiguous()  # (S, H, Lq, D)
+    # (S, H, Lq, D), the chunks' shared queries as a stride-0 batch: cuDNN reads them in place (H200,
+    # cuDNN in torch 2.11: bit-identical output, same kernel time), where a contiguous copy of the S
+    # copies cost 0.022 of 0.162 ms at 890 queries and 6 splits, ~2.6 ms of a LIPAR frame's 120 calls
+    # (gpu_h200/session18/probe_attn.json); the tuner still checks every candidate against SDPA
+    qs = q[0].transpose(0, 1).expand(splits, h, lq, d)
     ks = k[0].unflatten(0, (splits, chunk)).transpose(1, 2)  # (S, H, chunk, D), views of the cache
     vs = v[0].unflatten(0, (splits, chunk)).transpose(1, 2)
     o_part, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(qs, ks, vs, None, True)[:2]
-    o_part = o_part.contiguous()  # (S, H, Lq, D): rows of D per (split, head, query), as the merge reads
-    lse = (lse.reshape(splits, h, lq) * _LOG2E).contiguous()  # natural log -> log2 units
+    o_part = o_part.contiguous()  # (S, H, Lq, D): rows of D per (split, head, query), as the merge reads (no copy)
+    lse = lse.reshape(splits, h, lq).contiguous()  # natural log (the merge scales it as it reads); no copy
     out = torch.empty_like(q) if out is None else out
     block_m = 32
     _combine_kernel[(triton.cdiv(lq, block_m), b * h)](
-        o_part, lse, out, *out.stride(), lq, h, splits, HEAD_DIM=d, BLOCK_D=d, BLOCK_M=block_m, num_warps=4
-    )
+        o_part, lse, out, *out.stride(), lq, h, splits,
+        LSE_TO_LOG2=_LOG2E, HEAD_DIM=d, BLOCK_D=d, BLOCK_M=block_m, num_warps=4,
+    )  # fmt: skip
     return out
 
 
@@ -344,6 +349,7 @@ def _combine_kernel(
     Lq,
     H,
     splits,
+    LSE_TO_LOG2: tl.constexpr,  # the factor from LSE's units to log2 (1: already log2; log2(e): natural log)
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -361,13 +367,13 @@ def _combine_kernel(
     lse_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     for s in range(splits):
         row = (s * bh_count + pid_bh).to(tl.int64) * Lq + offs_m
-        lse_max = tl.maximum(lse_max, tl.load(LSE + row, mask=m_ok, other=float("-inf")))
+        lse_max = tl.maximum(lse_max, tl.load(LSE + row, mask=m_ok, other=float("-inf")) * LSE_TO_LOG2)
     lse_safe = tl.where(lse_max == float("-inf"), 0.0, lse_max)
     denom = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for s in range(splits):
         row = (s * bh_count + pid_bh).to(tl.int64) * Lq + offs_m
-        w = tl.exp2(tl.load(LSE + row, mask=m_ok, other=float("-inf")) - lse_safe)
+        w = tl.exp2(tl.load(LSE + row, mask=m_ok, other=float("-inf")) * LSE_TO_LOG2 - lse_safe)
         o = tl.load(O_PART + row[:, None] * BLOCK_D + offs_d[None, :], mask=out_mask, other=0.0)
         denom += w
         acc += w[:, None] * o
@@ -455,6 +461,7 @@ def split_kv_attention(
             lq,
             h,
             splits,
+            LSE_TO_LOG2=1.0,  # the split-KV kernel writes log2 units
             HEAD_DIM=d,
             BLOCK_D=block_d,
             BLOCK_M=combine_m,
