@@ -149,6 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             sweep_keep=args.sweep_keep,
             backend=args.backend,
             graph_buckets=args.graph_buckets,
+            side_stream=args.side_stream == "on",
             triton=args.triton,
             out=Path(args.out),
             lipar=lipar_from_args(args),
@@ -215,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--graph-buckets", type=positive_int, default=None, help="kept-count buckets per block of the CUDA graphs"
     )
     b.add_argument("--triton", action="store_true", help="every LIPAR Triton kernel on, split-KV attention too (CUDA)")
+    b.add_argument(
+        "--side-stream", choices=("on", "off"), default="on", help="decode beside the cache pass (second CUDA stream)"
+    )
     b.add_argument(
         "--mask-encoder", default=None, help="a preset whose shipped frame VAE drives LIPAR's mask (e.g. tiny)"
     )

@@ -9,7 +9,8 @@
 # PACK=1 packs everything written under OUT into OUT/evidence.tar.gz at the end (the device tool brings back only
 # a limited number of files per call: session 15 lost four of twelve).
 # PEERS_DIR: the unpacked Self-Forcing peer with its wheels and harness (/work/shared/peers/README.md); it is
-# timed first, in this same call, and its fps go into both benches' "peer" block.
+# timed first, in this same call, and its fps (the median of PEER_ITERS runs per mode, default 3,3: one run each
+# gave 13.0 frame-wise fps in session 17 and 17.1 in session 18) go into both benches' "peer" block.
 # The kernel micro-benchmarks (benchmarks/kernels.py), the DiT pass against its floor (benchmarks/dit_pass.py),
 # the per-frame profile (benchmarks/profile_frame.py) and FP8 quality (benchmarks/fp8_quality.py) are separate
 # commands (about 4 minutes together); their files name the command.
@@ -47,7 +48,7 @@ if [ -n "$PEERS" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/peer-site "$PEERS"/wheels/*.whl
     mkdir -p "$OUT/peer"
     PYTHONPATH=/tmp/peer-site:$PYTHONPATH timeout 150 python3 "$PEERS/peer_self_forcing.py" \
-        --peer "$PEERS/self_forcing" --out "$OUT/peer" --modes 3,1 --iters 1,1 2>&1 | grep -E "summary|rror" | tail -6
+        --peer "$PEERS/self_forcing" --out "$OUT/peer" --modes 3,1 --iters "${PEER_ITERS:-3,3}" 2>&1 | grep -E "summary|rror" | tail -6
     [ -f "$OUT/peer/peer_self_forcing.json" ] && PEER=(--peer "$OUT/peer/peer_self_forcing.json")
 fi
 bench() {  # LIMIT_S NAME CLIP [extra bench args]: wan2.1-1.3b at 480x832, LIPAR's mask from the shipped tiny VAE
@@ -72,6 +73,10 @@ if [ "${FAKE_CAMERA:-1}" = 1 ]; then bench 150 bench_wan_fake_camera fake_camera
 # engine.backends.GRAPH_BUCKETS), its own baseline beside it
 if [ -n "${COMPARE_BUCKETS:-}" ]; then
     bench 150 "bench_wan_static_buckets$COMPARE_BUCKETS" vtest_480x832.mp4 "${TAUS[@]}" --graph-buckets "$COMPARE_BUCKETS"
+fi
+# COMPARE_SIDE_STREAM=1: vtest again with the decode after the cache pass instead of beside it, its own baseline
+if [ "${COMPARE_SIDE_STREAM:-0}" = 1 ]; then
+    bench 150 bench_wan_static_side_stream_off vtest_480x832.mp4 "${TAUS[@]}" --side-stream off
 fi
 if [ "${PACK:-0}" = 1 ]; then
     (cd "$OUT" && tar -czf /tmp/evidence.tar.gz --remove-files -- * && mv /tmp/evidence.tar.gz evidence.tar.gz)

@@ -65,6 +65,7 @@ class BenchConfig:
     sweep_keep: bool = False
     backend: str = "auto"
     graph_buckets: int | None = None  # kept-count buckets of the CUDA graphs; None: GRAPH_BUCKETS
+    side_stream: bool = True  # the decode beside the cache pass (StreamingGenerator.set_side_stream)
     triton: bool = False  # every LIPAR Triton kernel on, the split-KV attention too (default: the measured winners)
     out: Path = Path("benchmarks/results/bench")
     lipar: LiparConfig = LiparConfig()
@@ -294,6 +295,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         if gen.backend != "cudagraph":
             raise ValueError(f"--graph-buckets needs the cudagraph backend (this run's is {gen.backend})")
         gen.runner = CudaGraphRunner(gen.dit, gen.cache, buckets=cfg.graph_buckets)  # before any capture
+    gen.set_side_stream(cfg.side_stream)
     lipar = cfg.lipar
     if cfg.mask_encoder:
         gen.set_mask_encoder(cfg.mask_encoder)
@@ -329,6 +331,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "torch": torch.__version__,
         "backend": gen.backend,
         "graph_buckets": getattr(gen.runner, "buckets", None),  # None: eager, no buckets
+        "side_stream": cfg.side_stream and gen.device.type == "cuda",  # decode beside the cache pass
         "triton_kernels": cfg.triton,
         "command": cfg.command,
         "frames_timed": cfg.frames,

@@ -212,6 +212,11 @@ class StreamingGenerator:
         self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))
         self.recovery = make_recovery(self.lipar.recovery)
 
+    def set_side_stream(self, enabled: bool) -> None:
+        """Whether the decode runs beside the cache pass and the mask encoder beside the model's encoder, on a
+        second CUDA stream (the default); off, they run in order after them (`bench --side-stream off`)."""
+        self._side = SideStream(self.device, enabled)
+
     def set_mask_encoder(self, name: str | None) -> None:
         """Drive LIPAR's mask from preset `name`'s shipped frame VAE (its latent of the latest source
         frame) instead of this model's source latent; None: this model's again. For timing a model with

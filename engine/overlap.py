@@ -39,8 +39,10 @@ class Pending(Generic[T]):
 
 
 class SideStream:
-    def __init__(self, device: torch.device) -> None:
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    """`enabled` False (or the CPU): every `run` is deferred to its `result()`, in order on one stream."""
+
+    def __init__(self, device: torch.device, enabled: bool = True) -> None:
+        self.stream = torch.cuda.Stream(device) if enabled and device.type == "cuda" else None
 
     def run(self, fn: Callable[..., T], *args) -> Pending[T]:
         """`fn(*args)` on the side stream, after everything issued so far on the current one (on the CPU:

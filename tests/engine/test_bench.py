@@ -41,6 +41,7 @@ def test_bench_writes_both_runs_the_sweep_and_a_plot(tmp_path):
     assert {"model", "size", "card", "torch", "command", "runs", "sweep"} <= set(result)
     assert result["size"] == "64x64" and result["command"] == "test"
     assert result["v2v_anchor"] == get_config("tiny").v2v_anchor
+    assert result["side_stream"] is False  # the CPU has one stream
     for name in ("baseline", "lipar"):
         run = result["runs"][name]
         assert RUN_FIELDS <= set(run)
