@@ -8,7 +8,8 @@
 # contents as av-site.tar.xz (25 MB against 36: the clips, the peer and the tree must fit one 64 MiB carry).
 # PACK=1 packs everything written under OUT into OUT/evidence.tar.gz at the end (the device tool brings back only
 # a limited number of files per call: session 15 lost four of twelve).
-# PEERS_DIR: the unpacked Self-Forcing peer with its wheels and harness (/work/shared/peers/README.md); it is
+# PEERS_DIR: the unpacked Self-Forcing peer with its wheels (or, smaller, their installed contents as
+# peer-site.tar.xz) and harness (/work/shared/peers/README.md); it is
 # timed first, in this same call, and its fps (the median of PEER_ITERS runs per mode, default 3,3: one run each
 # gave 13.0 frame-wise fps in session 17 and 17.1 in session 18) go into both benches' "peer" block.
 # The kernel micro-benchmarks (benchmarks/kernels.py), the DiT pass against its floor (benchmarks/dit_pass.py),
@@ -45,7 +46,11 @@ if [ "${TESTS:-1}" = 1 ]; then
 fi
 PEER=()
 if [ -n "$PEERS" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/peer-site "$PEERS"/wheels/*.whl
+    if [ -f "$PEERS/peer-site.tar.xz" ]; then  # the wheels' contents packed (2.4 MB against 7.1: the carry's room)
+        mkdir -p /tmp/peer-site && tar -xJf "$PEERS/peer-site.tar.xz" -C /tmp/peer-site
+    else
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/peer-site "$PEERS"/wheels/*.whl
+    fi
     mkdir -p "$OUT/peer"
     PYTHONPATH=/tmp/peer-site:$PYTHONPATH timeout 150 python3 "$PEERS/peer_self_forcing.py" \
         --peer "$PEERS/self_forcing" --out "$OUT/peer" --modes 3,1 --iters "${PEER_ITERS:-3,3}" 2>&1 | grep -E "summary|rror" | tail -6
