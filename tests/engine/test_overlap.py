@@ -1,5 +1,6 @@
 """The side stream: work beside the main stream on CUDA, deferred (and timed once) on the CPU."""
 
+import os
 import time
 
 import numpy as np
@@ -30,7 +31,9 @@ def test_on_cuda_the_result_waits_for_the_side_stream():
 def test_the_decode_is_timed_as_decode_only_not_inside_the_dit():
     """On the CPU the decode the step hands beside the cache pass runs after it: a slow decoder shows in
     "decode" and not in "dit", and the step's total is its wall clock."""
-    gen = StreamingGenerator.from_pretrained("tiny", device="cpu", random_weights=True, size=(64, 64), seed=3)
+    gen = StreamingGenerator.from_pretrained(
+        "tiny", device="cpu", random_weights=True, size=(64, 64), seed=3, text_encoder_path=os.environ.get("MINILM_DIR")
+    )
     gen.set_prompt("a red ball")
     decode = gen._decode
 
