@@ -392,7 +392,8 @@ def plot_bench(result: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = 3 if result["sweep"] else 2
+    from_source = all(run.get("psnr_vs_source_frames") for run in result["runs"].values())
+    panels = 2 + bool(result["sweep"]) + from_source
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
     ax = axes[0, 0]
     for name, run in result["runs"].items():
@@ -413,8 +414,17 @@ def plot_bench(result: dict, out: Path) -> None:
     ax.set(xlabel="timed video frame", ylabel="PSNR vs baseline (dB)", title="per-frame PSNR against the unpruned run")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    if result["sweep"]:
+    if from_source:  # which run moved, where the two part: each against the source
         ax = axes[0, 2]
+        for name, run in result["runs"].items():
+            d = run["drift_vs_source"]
+            label = f"{name}: {run['psnr_vs_source']:.1f} dB; last {d['frames']} {d['change_db']:+.1f} dB vs first"
+            ax.plot(run["psnr_vs_source_frames"], label=label, lw=1)
+        ax.set(xlabel="timed video frame", ylabel="PSNR vs source (dB)", title="per-frame PSNR against the source")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if result["sweep"]:
+        ax = axes[0, -1]
         kept = [r["kept"] for r in result["sweep"]]
         ax.plot(kept, [r["speedup"] for r in result["sweep"]], "o-", label="measured")
         ideal = np.linspace(min(kept), 1.0, 50)
@@ -454,10 +464,11 @@ def print_table(result: dict) -> None:
     # a second table: one row of thirteen columns no longer fits an 80-column terminal
     n = result["runs"]["baseline"]["drift"]["frames"]
     quality = Table(title=f"quality over the timed frames (PSNR from the total MSE, {PSNR_CAP:.0f} dB = identical)")
-    for col in ("run", "vs baseline dB", f"first {n} dB", f"last {n} dB", "dB/frame", "warp error", "vs source dB"):
+    columns = ("run", "vs baseline dB", f"first {n} dB", f"last {n} dB", "dB/frame", "warp error", "vs source dB")
+    for col in (*columns, "source drift dB"):
         quality.add_column(col, justify="right")
     for name, r in result["runs"].items():
-        d, warp, src = r["drift"], r["warp_error"], r["psnr_vs_source"]
+        d, warp, src, src_drift = r["drift"], r["warp_error"], r["psnr_vs_source"], r.get("drift_vs_source")
         quality.add_row(
             name,
             f"{r['psnr_vs_baseline']:.1f}",
@@ -466,6 +477,7 @@ def print_table(result: dict) -> None:
             f"{d['slope_db_per_frame']:+.2f}",
             "-" if warp is None else f"{warp:.2f}",
             "-" if src is None else f"{src:.1f}",
+            "-" if src_drift is None else f"{src_drift['change_db']:+.1f}",
         )
     console.print(quality)
     for name, r in result["runs"].items():

@@ -7,6 +7,10 @@ benchmarks/lipar_sweep.py. Frames are uint8 (H, W, 3), index-aligned sequences o
   one identical frame makes a per-frame PSNR infinite and the mean with it.
 - PSNR is capped at `PSNR_CAP` dB, the figure identical frames (MSE 0) get, so JSON stays finite and
   an identical run reads as "at the cap" rather than as infinity.
+- Drift against the source (video-to-video): the same first-vs-last figure of each run's PSNR against its
+  source. PSNR against the unpruned run cannot tell which of the two moved: on bench's own clip the unpruned
+  run's background left the source for ~8 frames (its MSE there went from ~225 to ~300) while LIPAR's,
+  restored from the frames before, stayed (~100), and that read as a 17 dB "drift" of LIPAR (session 18).
 - Warp error (temporal consistency, as benchmarks/lipar_quality.py has measured it since session 8):
   Farneback optical flow between consecutive *source* frames warps output t-1 onto t; per frame pair,
   the mean absolute difference (0-255, channel mean) over pixels where the flow also explains the
@@ -119,9 +123,13 @@ def sequence_metrics(out: Frames, reference: Frames, source: Frames | None) -> d
         "drift": drift(out, reference),
         "warp_error": None,
         "psnr_vs_source": None,
+        "psnr_vs_source_frames": None,
+        "drift_vs_source": None,
     }
     if source is not None:
         src = fit_frames(source, *out[0].shape[:2])
         metrics["warp_error"] = warp_error(out, src)
         metrics["psnr_vs_source"] = sequence_psnr(out, src)
+        metrics["psnr_vs_source_frames"] = frame_psnr(out, src)
+        metrics["drift_vs_source"] = drift(out, src)
     return metrics

@@ -26,6 +26,8 @@ RUN_FIELDS = {
     "drift",
     "warp_error",
     "psnr_vs_source",
+    "psnr_vs_source_frames",
+    "drift_vs_source",
     "stages_ms",
     "deadline_miss_rate",
 }
@@ -51,6 +53,7 @@ def test_bench_writes_both_runs_the_sweep_and_a_plot(tmp_path):
         assert run["deadline_miss_rate"] == 1.0  # a million fps is a deadline nothing meets
         assert len(run["psnr_vs_baseline_frames"]) == 3 and run["drift"]["frames"] == 1
         assert run["warp_error"] >= 0 and 0 < run["psnr_vs_source"] < PSNR_CAP  # every run, video-to-video
+        assert len(run["psnr_vs_source_frames"]) == 3 and run["drift_vs_source"]["frames"] == 1
     baseline = result["runs"]["baseline"]
     assert baseline["psnr_vs_baseline"] == PSNR_CAP and baseline["drift"]["change_db"] == 0  # itself: the cap
     assert result["runs"]["baseline"]["kept_ratio_mean"] == 1.0

@@ -74,3 +74,15 @@ def test_sequence_metrics_fits_the_source_to_the_output_and_fills_every_field():
     assert m["psnr_vs_source"] > 30  # the area-downsized source is the output again, up to rounding
     assert sequence_metrics(out, out, None)["warp_error"] is None  # text-to-video: no source motion
     assert fit_frames(source, 32, 32)[0].shape == (32, 32, 3)
+
+
+def test_drift_against_the_source_tells_which_run_left_it():
+    """Two runs that part: against each other both "drift"; against the source only the one that moved does."""
+    source = [_texture(32, seed=t) for t in range(8)]
+    stays = [f.copy() for f in source]
+    leaves = [f if t < 4 else (255 - f) for t, f in enumerate(source)]  # the last four frames leave the source
+    m_stays, m_leaves = sequence_metrics(stays, leaves, source), sequence_metrics(leaves, leaves, source)
+    assert m_stays["drift"]["change_db"] < -20  # against the other run the steady one looks like it drifted
+    assert m_stays["drift_vs_source"]["change_db"] == 0 and m_stays["psnr_vs_source_frames"] == [PSNR_CAP] * 8
+    assert m_leaves["drift_vs_source"]["change_db"] < -20 and len(m_leaves["psnr_vs_source_frames"]) == 8
+    assert sequence_metrics(stays, stays, None)["drift_vs_source"] is None
