@@ -147,6 +147,7 @@ def main() -> None:
                 "ssim_vs_unpruned": float(np.mean([ssim(o, b) for o, b in zip(outs, base)])),
                 "warp_error": m["warp_error"],
                 "psnr_vs_source": m["psnr_vs_source"],
+                "drift_vs_source": m["drift_vs_source"],
             }
         results[name] = row
         pick = np.linspace(0, len(measured) - 1, 6).astype(int)
@@ -183,19 +184,21 @@ def main() -> None:
         + ", ".join(f"{k} {v}" for k, v in meta["lipar"].items() if k not in ("enabled", "recovery")),
         "",
         "PSNR: over the measured frames from their total MSE (100 dB = identical). Drift: PSNR of the last 8 "
-        "measured frames minus the first 8's (halves when fewer than 16 are measured). Warp error: output t "
+        "measured frames minus the first 8's (halves when fewer than 16 are measured), against the unpruned run "
+        "and, as source drift, each run against its source (which of the two moved). Warp error: output t "
         "against output t-1 warped along the source's optical flow (0-255, lower is steadier). Definitions: "
         "`engine/quality.py`; clips: `benchmarks/data/README.md`.",
         "",
-        "| clip | variant | kept | PSNR vs unpruned (dB) | drift (dB) | SSIM | warp error | PSNR vs source (dB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| clip | variant | kept | PSNR vs unpruned (dB) | drift (dB) | SSIM | warp error | PSNR vs source (dB) "
+        "| source drift (dB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results.items():
         for v, m in row.items():
             lines.append(
                 f"| {name} | {v} | {m['kept_ratio']:.2f} | {m['psnr_vs_unpruned']:.1f} | "
                 f"{m['drift']['change_db']:+.1f} | {m['ssim_vs_unpruned']:.3f} | {m['warp_error']:.2f} | "
-                f"{m['psnr_vs_source']:.1f} |"
+                f"{m['psnr_vs_source']:.1f} | {m['drift_vs_source']['change_db']:+.1f} |"
             )
     lines += ["", *[f"![{n}](lipar_{n}.png)" for n in results]]
     (a.out / "lipar_quality.md").write_text("\n".join(lines) + "\n")
