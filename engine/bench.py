@@ -26,7 +26,7 @@ from engine.backends import CudaGraphRunner
 from engine.config import get_config
 from engine.dit import patchify
 from engine.generator import StreamingGenerator
-from engine.quality import PSNR_CAP, sequence_metrics
+from engine.quality import PSNR_CAP, fit_frames, sequence_metrics
 from engine.video_io import read_frames
 from lipar.config import LiparConfig
 
@@ -357,6 +357,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "bench.json").write_text(json.dumps(result, indent=1, default=float))
     plot_bench(result, cfg.out)
+    plot_frames(timed_source, base_frames, lipar_frames, cfg.out)
     print_table(result)
     return result
 
@@ -435,6 +436,31 @@ def plot_bench(result: dict, out: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "bench.png", dpi=120)
+    plt.close(fig)
+
+
+def plot_frames(source: list[np.ndarray], baseline: list[np.ndarray], lipar: list[np.ndarray], out: Path) -> None:
+    """frames.png: eight timed frames, evenly spaced, of the source, both runs and their difference (x3),
+    to see where the runs part (the PSNR curves say when, not where)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pick = np.linspace(0, len(baseline) - 1, min(8, len(baseline))).astype(int)
+    src = fit_frames(source, *baseline[0].shape[:2])
+    diff = [np.clip(np.abs(b.astype(np.int16) - p.astype(np.int16)) * 3, 0, 255).astype(np.uint8)
+            for b, p in zip(baseline, lipar)]  # fmt: skip
+    rows = {"source": src, "baseline": baseline, "lipar": lipar, "|baseline - lipar| x3": diff}
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.6 * len(pick), 1.7 * len(rows)), squeeze=False)
+    for ax, (label, frames) in zip(axes[:, 0], rows.items()):
+        ax.imshow(np.concatenate([frames[i] for i in pick], axis=1))
+        ax.set_xticks([(i + 0.5) * baseline[0].shape[1] for i in range(len(pick))], [str(i) for i in pick], fontsize=7)
+        ax.set_yticks([])
+        ax.set_ylabel(label, fontsize=8)
+    axes[-1, 0].set_xlabel("timed video frame")
+    fig.tight_layout()
+    fig.savefig(out / "frames.png", dpi=110)
     plt.close(fig)
 
 

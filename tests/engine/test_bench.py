@@ -60,7 +60,7 @@ def test_bench_writes_both_runs_the_sweep_and_a_plot(tmp_path):
     assert [s["kept"] for s in result["sweep"]] == [1.0, 0.75, 0.5, 0.25]
     assert all(s["ms"] > 0 and s["ideal"] == pytest.approx(1 / s["kept"]) for s in result["sweep"])
     assert "random weights" in result["notes"]  # the lipar run's kept ratio means nothing then
-    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert (tmp_path / "bench.png").stat().st_size > 0 and (tmp_path / "frames.png").stat().st_size > 0
 
 
 def test_variants_are_timed_in_abba_order_after_one_capture_each():
