@@ -5,7 +5,8 @@ Data flow per block (DESIGN.md §2): encode the source -> LIPAR mask per latent 
 denoising steps over the kept tokens of the block's frames, jointly (block-causal: they see each other
 and the cache window; pruned K/V recovered from the clean cache) -> restore the pruned tokens from
 the previous clean latent -> (video-to-video) anchor the block to the source where it agrees with it ->
-cache pass at sigma = 0 over the whole block -> decode.
+cache pass at sigma = 0 over the whole block, with the decode beside it (on a GPU a second stream: the decode
+needs the clean tokens, not the cache; engine/overlap.py).
 A block is one latent frame for our frame-wise presets (lowest latency) and three for `self-forcing`
 (as its released models were trained). Block size, attention window and sampler come from the preset;
 each is one mechanism the loop calls: the cache's window, the sampler object, the noise source.
