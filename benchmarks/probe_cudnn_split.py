@@ -1,8 +1,9 @@
 """Where cudnn_split's time goes at LIPAR's query counts (780, 890 and 1,560 queries x 12 heads against
 12,480 keys, Wan's window), and whether cuDNN takes the chunks' queries as a stride-0 (expanded) batch,
-which drops the S-fold copy of q. Every time is one call replayed from a CUDA graph (the tuner's timing).
+which drops the S-fold copy of q, and how cuDNN then lays out its output (session 19: after q's strides, so
+not contiguous; the merge reads it in place). Every time is one call replayed from a CUDA graph (the tuner's timing).
 
-    python benchmarks/probe_cudnn_split.py OUT.json     (a CUDA GPU; results/gpu_h200/session18/probe_attn.json)
+    python benchmarks/probe_cudnn_split.py OUT.json     (a CUDA GPU; results/gpu_h200/session1{8,9}/probe_attn.json)
 """
 
 import json
@@ -41,7 +42,10 @@ def probe_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ref: torch.T
         f"split{s}_o_layout": [list(o.shape), list(o.stride()), o.is_contiguous(), list(lse.shape), list(lse.stride())],
     }
     try:
-        row[f"split{s}_stride0_err"] = float((cudnn(expanded, ks, vs)[0].float() - o.float()).abs().max())
+        o0, lse0 = cudnn(expanded, ks, vs)
+        row[f"split{s}_stride0_err"] = float((o0.float() - o.float()).abs().max())
+        row[f"split{s}_stride0_o_layout"] = [list(o0.stride()), o0.is_contiguous(), list(lse0.stride())]
+        row[f"split{s}_stride0_o_copy"] = timed(lambda: o0.contiguous())  # what the merge used to cost on top
         row[f"split{s}_stride0_cudnn_only"] = timed(lambda: cudnn(expanded, ks, vs))
     except RuntimeError as e:
         row[f"split{s}_stride0_cudnn_only"] = f"ERR {str(e)[:300]}"

@@ -9,7 +9,7 @@ log-sum-exp; a second small kernel merges the chunks.
 
 `attention()` is the entry point: for each shape it runs the kernel measured fastest on this card
 at first use (`tuned_choice`: SDPA's own choice, flash forced, this split-KV kernel, or stock cuDNN
-over KV chunks merged by this file's combine kernel).
+over KV chunks merged by this file's merge kernel, `merge_partials`).
 
 Layouts follow the KV cache: q (B, Lq, H, D), k/v (B, Lk, H, D), any strides (cache views).
 """
@@ -183,7 +183,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -
 
 def cudnn_split_attention(q: Tensor, k: Tensor, v: Tensor, splits: int, out: Tensor | None = None) -> Tensor:
     """Stock cuDNN attention over `splits` KV chunks at once (the chunks as its batch), merged by
-    `_combine_kernel` from each chunk's log-sum-exp. On an H200 stock cuDNN takes one wave's time
+    `merge_partials` from each chunk's log-sum-exp. On an H200 stock cuDNN takes one wave's time
     (0.168 ms) for up to 1,365 queries x 12 heads against 12,480 keys and two for 1,560
     (benchmarks/results/gpu_h200/kernels.json): few, long programs. Chunks make more, shorter ones. q (1, Lq, H, D),
     k/v (1, Lk, H, D) views of the cache with Lk a multiple of `splits`; written into `out` (any strides)
@@ -201,15 +201,34 @@ def cudnn_split_attention(q: Tensor, k: Tensor, v: Tensor, splits: int, out: Ten
     ks = k[0].unflatten(0, (splits, chunk)).transpose(1, 2)  # (S, H, chunk, D), views of the cache
     vs = v[0].unflatten(0, (splits, chunk)).transpose(1, 2)
     o_part, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(qs, ks, vs, None, True)[:2]
-    o_part = o_part.contiguous()  # (S, H, Lq, D): rows of D per (split, head, query), as the merge reads (no copy)
-    lse = lse.reshape(splits, h, lq).contiguous()  # natural log (the merge scales it as it reads); no copy
+    # cuDNN lays its output out after q's strides, so with stride-0 queries o_part is not contiguous:
+    # the merge reads it in place (a .contiguous() here was a copy of S x the output per call)
     out = torch.empty_like(q) if out is None else out
+    merge_partials(o_part, lse.reshape(splits, h, lq), out, lse_to_log2=_LOG2E)  # cuDNN's LSE: natural log
+    return out
+
+
+def merge_partials(o_part: Tensor, lse: Tensor, out: Tensor, lse_to_log2: float) -> Tensor:
+    """Merge per-chunk attention outputs by their log-sum-exp into `out`.
+
+    o_part (S, B*H, Lq, D) and lse (S, B*H, Lq), any strides: chunk s's softmax-normalised output and
+    the log-sum-exp of its scores, in units that `lse_to_log2` turns into log2 (1 for log2, log2(e) for
+    natural log). out (B, Lq, H, D), any strides. `merge_reference` is the same in PyTorch."""
+    splits, bh, lq = o_part.shape[:3]
     block_m = 32
-    _combine_kernel[(triton.cdiv(lq, block_m), b * h)](
-        o_part, lse, out, *out.stride(), lq, h, splits,
-        LSE_TO_LOG2=_LOG2E, HEAD_DIM=d, BLOCK_D=d, BLOCK_M=block_m, num_warps=4,
+    _combine_kernel[(triton.cdiv(lq, block_m), bh)](
+        o_part, lse, out, *o_part.stride(), *lse.stride(), *out.stride(), lq, out.shape[2], splits,
+        LSE_TO_LOG2=lse_to_log2, HEAD_DIM=out.shape[-1], BLOCK_D=triton.next_power_of_2(out.shape[-1]),
+        BLOCK_M=block_m, num_warps=4,
     )  # fmt: skip
     return out
+
+
+def merge_reference(o_part: Tensor, lse: Tensor, lse_to_log2: float, heads: int) -> Tensor:
+    """`merge_partials` in PyTorch: (S, B*H, Lq, D), (S, B*H, Lq) -> (B, Lq, H, D) in o_part's dtype."""
+    weights = torch.softmax(lse.double() * lse_to_log2 * math.log(2.0), dim=0)  # over the chunks
+    merged = (weights[..., None] * o_part.double()).sum(0)  # (B*H, Lq, D)
+    return merged.unflatten(0, (-1, heads)).transpose(1, 2).to(o_part.dtype)
 
 
 def split_count(programs: int, kv_blocks: int, num_sms: int, max_splits: int = 16) -> int:
@@ -342,6 +361,13 @@ def _combine_kernel(
     O_PART,
     LSE,
     OUT,
+    sp_s,
+    sp_bh,
+    sp_l,
+    sp_d,
+    sl_s,
+    sl_bh,
+    sl_l,
     so_b,
     so_l,
     so_h,
@@ -355,26 +381,25 @@ def _combine_kernel(
     BLOCK_M: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    bh_count = tl.num_programs(1)
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < Lq
     out_mask = m_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
+    lse_rows = LSE + pid_bh * sl_bh + offs_m.to(tl.int64) * sl_l
+    o_rows = O_PART + pid_bh * sp_bh + offs_m[:, None].to(tl.int64) * sp_l + offs_d[None, :] * sp_d
 
     lse_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     for s in range(splits):
-        row = (s * bh_count + pid_bh).to(tl.int64) * Lq + offs_m
-        lse_max = tl.maximum(lse_max, tl.load(LSE + row, mask=m_ok, other=float("-inf")) * LSE_TO_LOG2)
+        lse_max = tl.maximum(lse_max, tl.load(lse_rows + s * sl_s, mask=m_ok, other=float("-inf")) * LSE_TO_LOG2)
     lse_safe = tl.where(lse_max == float("-inf"), 0.0, lse_max)
     denom = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for s in range(splits):
-        row = (s * bh_count + pid_bh).to(tl.int64) * Lq + offs_m
-        w = tl.exp2(tl.load(LSE + row, mask=m_ok, other=float("-inf")) * LSE_TO_LOG2 - lse_safe)
-        o = tl.load(O_PART + row[:, None] * BLOCK_D + offs_d[None, :], mask=out_mask, other=0.0)
+        w = tl.exp2(tl.load(lse_rows + s * sl_s, mask=m_ok, other=float("-inf")) * LSE_TO_LOG2 - lse_safe)
+        o = tl.load(o_rows + s * sp_s, mask=out_mask, other=0.0)
         denom += w
         acc += w[:, None] * o
     o = acc / tl.where(denom == 0.0, 1.0, denom)[:, None]
@@ -452,19 +477,5 @@ def split_kv_attention(
         num_stages=num_stages,
     )
     if not direct:
-        combine_m = 32
-        _combine_kernel[(triton.cdiv(lq, combine_m), b * h)](
-            o_part,
-            lse,
-            out,
-            *out.stride(),
-            lq,
-            h,
-            splits,
-            LSE_TO_LOG2=1.0,  # the split-KV kernel writes log2 units
-            HEAD_DIM=d,
-            BLOCK_D=block_d,
-            BLOCK_M=combine_m,
-            num_warps=4,
-        )
+        merge_partials(o_part, lse, out, lse_to_log2=1.0)  # the split-KV kernel writes log2 units
     return out

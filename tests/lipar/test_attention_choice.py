@@ -69,3 +69,18 @@ def test_cpu_calls_compute_the_reference():
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unknown attention backend 'fa3'; choose one of: auto, sdpa, flash"):
         attn.set_attention_backend("fa3")
+
+
+def test_merge_reference_recombines_chunked_attention():
+    """Chunk outputs weighted by their log-sum-exp (log2 or natural log) give attention over all keys."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, n, 3, 8, generator=g, dtype=torch.float64) for n in (5, 12, 12))
+    parts, lses = [], []
+    for kc, vc in zip(k.chunk(3, dim=1), v.chunk(3, dim=1)):
+        scores = torch.einsum("blhd,bkhd->bhlk", q, kc) / 8**0.5
+        parts.append(torch.einsum("bhlk,bkhd->bhld", scores.softmax(-1), vc).flatten(0, 1))
+        lses.append(scores.logsumexp(-1).flatten(0, 1))
+    o_part, lse = torch.stack(parts), torch.stack(lses)
+    full = attn.attention_reference(q, k, v)
+    assert torch.allclose(attn.merge_reference(o_part, lse, attn._LOG2E, heads=3), full, atol=1e-12)
+    assert torch.allclose(attn.merge_reference(o_part, lse * attn._LOG2E, 1.0, heads=3), full, atol=1e-12)

@@ -67,3 +67,26 @@ def test_fully_masked_queries_get_zero():
     q, k, v = qkv(1, 5, 32, 1, 16, torch.float32, seed=8)
     out = mod.split_kv_attention(q, k, v, torch.zeros(32, dtype=torch.bool), num_splits=2, block_m=16, block_n=16)
     assert torch.equal(out, torch.zeros_like(out))
+
+
+def chunk_partials(q, k, v, splits):
+    """Each KV chunk's attention output and natural-log LSE, (S, B*H, Lq, D) and (S, B*H, Lq)."""
+    outs, lses = [], []
+    for kc, vc in zip(k.chunk(splits, dim=1), v.chunk(splits, dim=1)):
+        scores = torch.einsum("blhd,bkhd->bhlk", q.double(), kc.double()) / q.shape[-1] ** 0.5
+        outs.append(torch.einsum("bhlk,bkhd->bhld", scores.softmax(-1), vc.double()).flatten(0, 1))
+        lses.append(scores.logsumexp(-1).flatten(0, 1))
+    return torch.stack(outs), torch.stack(lses)
+
+
+def test_merge_reads_strided_partials_as_cudnn_lays_them_out():
+    """cuDNN writes its chunk outputs after the queries' strides (stride-0 chunks: not contiguous)."""
+    q, k, v = qkv(1, 21, 96, 3, 16, torch.float32, seed=11)
+    o_part, lse = chunk_partials(q, k, v, splits=4)
+    strided_o = o_part.float().permute(2, 1, 0, 3).contiguous().permute(2, 1, 0, 3)  # (Lq, H, S, D) in memory
+    strided_lse = lse.float().permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    assert not strided_o.is_contiguous() and not strided_lse.is_contiguous()
+    out = torch.full((1, 3, 21, 16), float("nan")).transpose(1, 2)
+    mod.merge_partials(strided_o, strided_lse, out, lse_to_log2=mod._LOG2E)
+    assert rel_err(out, mod.merge_reference(o_part, lse, mod._LOG2E, heads=3)) < 1e-5
+    assert rel_err(out, reference(q, k, v)) < 1e-5
