@@ -211,7 +211,7 @@ class StreamingGenerator:
         self.lipar = self._resolve_lipar(config)
         self.mask = StreamingMask(self.lipar, self.grid, self.device)  # starts by keeping everything
         self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))
-        self.recovery = make_recovery(self.lipar.recovery)
+        self.recovery = make_recovery(self.lipar)
 
     def set_side_stream(self, enabled: bool) -> None:
         """Whether the decode runs beside the cache pass and the mask encoder beside the model's encoder, on a
@@ -244,7 +244,7 @@ class StreamingGenerator:
         self.motion.reset()
         self.vae.reset()
         self.previous_clean: Tensor | None = None  # (1, N, D) tokens of the last clean latent
-        self.recovery = make_recovery(self.lipar.recovery)  # per-stream state (the noisy-copy ablation's)
+        self.recovery = make_recovery(self.lipar)  # per-stream state (the noisy-copy mode's)
         # any callable shape -> standard normal noise; assign another after reset() to inject noise
         self.noise_source: NoiseSource = SeededNoise(self.seed, self.device)
         self.last_mode: str | None = None
@@ -259,7 +259,7 @@ class StreamingGenerator:
         if mode != self.last_mode:
             self.mask.reset()  # a mode switch is a scene cut for the mask: warm-up again
             self.motion.reset()
-            self.recovery = make_recovery(self.lipar.recovery)
+            self.recovery = make_recovery(self.lipar)
             self.last_mode = mode
         timer = StageTimer(self.device)
         started = time.perf_counter()

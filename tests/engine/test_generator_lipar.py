@@ -189,3 +189,25 @@ def test_warmup_after_reset_prompt_change_and_mode_switch(gen):
     assert [o.stats["kept_ratio"] for o in out] == [1.0, 1.0]
     assert out[0].stats["mask_reason"] == "first" and out[1].stats["mask_reason"] == "warmup"
     gen.set_prompt("a green square moving right over blue stripes")
+
+
+def test_with_lipar_off_no_recovery_state_is_kept(gen, monkeypatch):
+    """The noisy-copy mode snapshots every step's K/V for the next frame's pruned tokens; with LIPAR off
+    nothing is pruned, so an unpruned stream must neither take those snapshots nor write K before RoPE
+    during its denoising steps (the cost the unpruned baseline once paid)."""
+    snapshots, step_pre_writes = [], []
+    real_snapshot = type(gen)._slot_snapshot
+    monkeypatch.setattr(type(gen), "_slot_snapshot", lambda self: snapshots.append(1) or real_snapshot(self))
+    real_runner = gen.runner
+
+    def runner(x, pos, timestep, text_kv, write_idx, store_pre, key_mask=None):
+        if float(timestep.flatten()[0]) > 0:  # a denoising step, not the cache pass (which always writes it)
+            step_pre_writes.append(store_pre)
+        return real_runner(x, pos, timestep, text_kv, write_idx, store_pre, key_mask)
+
+    monkeypatch.setattr(gen, "runner", runner)
+    run(gen, LiparConfig(enabled=False, recovery="noisy-copy"), clip(3))
+    assert step_pre_writes and not snapshots and not any(step_pre_writes)
+    step_pre_writes.clear()
+    run(gen, tiny_tau("noisy-copy"), clip(3))  # on, the same mode takes them at every step
+    assert len(snapshots) == len(step_pre_writes) and all(step_pre_writes)
