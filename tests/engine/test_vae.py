@@ -156,6 +156,26 @@ def test_taehv_shapes(taehv):
 
 
 @torch.no_grad()
+def test_taehv_convolutions_see_channels_last_inputs(taehv):
+    """cuDNN converts NCHW tensors to NHWC and back around every convolution; TAEHV keeps its activations
+    channels last from end to end (the time pool and grow included), so no convolution gets an NCHW input."""
+    seen = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+        for m in taehv.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
+    try:
+        z = taehv.encode_video(frames(2, 8, 3, 32, 48))  # two latents: both time pools at stride 2
+        taehv.decode_video(z)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen) > 40 and all(seen)
+    assert z.is_contiguous()  # latents leave as plain tensors (the DiT's patchify views them)
+
+
+@torch.no_grad()
 def test_taehv_streaming_decode_equals_decoding_the_sequence(taehv):
     latents = torch.randn(1, 3, 16, 4, 4)
     whole = taehv.decode_video(latents)  # (1, 12, 3, 32, 32)
