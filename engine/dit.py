@@ -73,31 +73,13 @@ class AttentionProjections(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
-        self._qkv: tuple[Tensor, Tensor] | None = None  # see fuse_qkv
-
-    def fuse_qkv(self) -> None:
-        """Join q, k and v into one (3*dim, dim) product, for inference on the model's final device and dtype.
-        Three products of width dim = 1536 fill an H200 badly: 143 output tiles on 132 SMs at 1,560 tokens
-        (a nearly empty second wave), one partly filled wave at LIPAR's ~890 kept tokens; the joined one is
-        1.10x faster at 1,560 tokens and 1.44x at 890 (benchmarks/results/gpu_h200/session20/probe_qkv.json).
-        The three layers' weights and biases become views of the joined tensors, so state_dict keys, a later
-        load_state_dict (it copies in place) and the parameter count stay as they were. Idempotent."""
-        layers = (self.q, self.k, self.v)
-        if self._qkv is not None or not all(type(layer) is nn.Linear for layer in layers):
-            return
-        with torch.no_grad():
-            weight = torch.cat([layer.weight for layer in layers])
-            bias = torch.cat([layer.bias for layer in layers])
-        for layer, w, b in zip(layers, weight.chunk(3), bias.chunk(3)):
-            layer.weight, layer.bias = nn.Parameter(w, requires_grad=False), nn.Parameter(b, requires_grad=False)
-        self._qkv = (weight, bias)
 
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The q, k and v projections of x (B, n, dim), in one product where `fuse_qkv` joined them, unless the
-        layers were replaced since (FP8: `engine.fp8.quantize_linears`), which then run their own."""
-        if self._qkv is None or not isinstance(self.q, nn.Linear):
-            return self.q(x), self.k(x), self.v(x)
-        return F.linear(x, *self._qkv).chunk(3, dim=-1)
+        """The q, k and v projections of x (B, n, dim). Three products, not one joined (3*dim) product: in
+        the compiled block the joined one measured slower (benchmarks/probe_qkv_fusion.py --block, H200:
+        30 layers' input halves 3.27 ms against 2.04 at 1,560 tokens, 2.06 against 1.51 at 890), although
+        alone its GEMM is faster (1.10x at 1,560 tokens, 1.44x at 890). The probe times variants through here."""
+        return self.q(x), self.k(x), self.v(x)
 
     def split(self, x: Tensor) -> Tensor:
         return x.unflatten(-1, (self.heads, -1))  # (B, n, H, D)
@@ -221,12 +203,6 @@ class CausalDiT(nn.Module):
             h = block(h, e, cos, sin, text_kv[i], i, attn)
         out = self.head(h, t_emb)  # (B, n, 4*C) as (2, 2, C)
         return out[..., self.head_to_token]
-
-    def fuse_qkv(self) -> None:
-        """Join every block's self-attention q, k and v into one product (`AttentionProjections.fuse_qkv`): an
-        inference transform, made once the model is on its device in its dtype (the generator does)."""
-        for block in self.blocks:
-            block.self_attn.fuse_qkv()
 
     def compile_blocks(self) -> None:
         """Fuse the elementwise work around each block's matmuls (LayerNorm + modulation, QK RMSNorm +

@@ -97,7 +97,6 @@ class StreamingGenerator:
         self.frames_per_latent = cfg.frames_per_latent
         self.block = cfg.frames_per_block
         self.dit = dit.to(device=device, dtype=self.dtype).eval()
-        self.dit.fuse_qkv()
         self.vae = vae.to(device=device, dtype=self.dtype).eval()
         self.text_encoder = text_encoder
         self.seed = seed

@@ -1,7 +1,7 @@
 import torch
 
 from engine.attention import CacheAttention, SequenceAttention, frame_causal_mask
-from engine.dit import init_weights, patchify, unpatchify
+from engine.dit import patchify, unpatchify
 from engine.kv_cache import RollingKVCache
 
 
@@ -127,39 +127,3 @@ def test_wan_parameter_names_and_shapes():
     assert "blocks.0.norm1.weight" not in shapes and "blocks.30.modulation" not in shapes
     n_params = sum(v.numel() for v in model.state_dict().values())
     assert abs(n_params - 1.419e9) < 0.01e9
-
-
-def test_fused_qkv_computes_the_same_and_keeps_the_checkpoint_layout(small_model):
-    import copy
-
-    from engine.fp8 import quantize_linears
-
-    cfg = small_model.cfg
-    torch.manual_seed(3)
-    x = torch.randn(1, 8, cfg.patch_dim, dtype=torch.float64)
-    pos = grid_positions(0, 2, 4)
-    text_kv = small_model.text_kv(torch.randn(1, 5, cfg.text_dim, dtype=torch.float64))
-    attn = SequenceAttention(None)
-    expected = small_model(x, pos, torch.full((1, 1), 500.0), text_kv, attn)
-    fused = copy.deepcopy(small_model)
-    fused.fuse_qkv()
-    fused.fuse_qkv()  # idempotent
-    torch.testing.assert_close(fused(x, pos, torch.full((1, 1), 500.0), text_kv, attn), expected)
-    # the same keys, shapes and values, and as many parameters: the joined tensors are not new state
-    reference, state = small_model.state_dict(), fused.state_dict()
-    assert list(state) == list(reference)
-    assert all(torch.equal(state[k], reference[k]) for k in reference)
-    assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in small_model.parameters())
-    # weights loaded after the join reach the joined product (load_state_dict copies into the views)
-    other = copy.deepcopy(small_model)
-    init_weights(other, seed=7)
-    fused.load_state_dict(other.state_dict())
-    torch.testing.assert_close(
-        fused(x, pos, torch.full((1, 1), 500.0), text_kv, attn), other(x, pos, torch.full((1, 1), 500.0), text_kv, attn)
-    )
-    # layers replaced after the join (FP8) run as replaced, not through the stale joined weights
-    quantize_linears(fused, "tensor")
-    quantize_linears(other, "tensor")
-    torch.testing.assert_close(
-        fused(x, pos, torch.full((1, 1), 500.0), text_kv, attn), other(x, pos, torch.full((1, 1), 500.0), text_kv, attn)
-    )
