@@ -58,7 +58,7 @@ def pad_to_bucket(size: int, x: Tensor, pos: Tensor, write_idx: Tensor) -> tuple
     )
 
 
-def capture(graph: torch.cuda.CUDAGraph, run: Callable[[], Tensor | tuple], warmups: int, pool=None) -> Tensor | tuple:
+def capture(graph: torch.cuda.CUDAGraph, run: Callable[[], Tensor], warmups: int, pool=None) -> Tensor:
     """Record `run()` into `graph` after `warmups` eager runs on a side stream (capture needs them:
     lazy initialisation and kernel selection must not happen inside it). Returns the graph's output."""
     side = torch.cuda.Stream()
@@ -218,10 +218,9 @@ class CudaGraphRunner:
 
 
 class GraphedCall:
-    """`fn(*xs)` replayed from a CUDA graph captured per input shapes: for the per-frame work around the
-    DiT (VAE encode and decode, LIPAR's mask), whose kernel launches cost more than their math. Takes
-    tensors, returns a tensor or a tuple of them, fresh (the graph's output buffers are overwritten by the
-    next replay).
+    """`fn(x)` replayed from a CUDA graph captured per input shape: for the per-frame work around the
+    DiT (VAE encode and decode), whose kernel launches cost more than their math. Returns a fresh tensor
+    (the graph's output buffer is overwritten by the next replay).
 
     A stateful step (TAEHV's streaming memory) names the buffers it reads and rewrites in place through
     `memory()`. Its stream's first call runs eagerly, because it allocates them; the graph is captured
@@ -230,34 +229,30 @@ class GraphedCall:
     """
 
     def __init__(
-        self, fn: Callable[..., Tensor | tuple[Tensor, ...]], memory: Callable[[], list[Tensor] | None] = lambda: None
+        self, fn: Callable[[Tensor], Tensor], memory: Callable[[], list[Tensor] | None] = lambda: None
     ) -> None:
         self.fn, self.memory = fn, memory
-        # input (shape, dtype)s -> (memory addresses it was captured with, graph, input buffers, output buffers)
-        self.graphs: dict[tuple, tuple[tuple[int, ...], torch.cuda.CUDAGraph, list[Tensor], Tensor | tuple]] = {}
+        # (shape, dtype) -> (memory addresses it was captured with, graph, input buffer, output buffer)
+        self.graphs: dict[tuple, tuple[tuple[int, ...], torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
 
-    def __call__(self, *xs: Tensor) -> Tensor | tuple[Tensor, ...]:
+    def __call__(self, x: Tensor) -> Tensor:
         state = self.memory()
         if state is not None and not state:
-            return self.fn(*xs)
-        key, where = tuple((x.shape, x.dtype) for x in xs), tuple(t.data_ptr() for t in state or ())
+            return self.fn(x)
+        key, where = (tuple(x.shape), x.dtype), tuple(t.data_ptr() for t in state or ())
         if key not in self.graphs or self.graphs[key][0] != where:
-            self.graphs[key] = (where, *self._capture(xs, state or []))
+            self.graphs[key] = (where, *self._capture(x, state or []))
         _, graph, static_in, static_out = self.graphs[key]
-        for buffer, x in zip(static_in, xs):
-            buffer.copy_(x)
+        static_in.copy_(x)
         graph.replay()
-        return static_out.clone() if isinstance(static_out, Tensor) else tuple(t.clone() for t in static_out)
+        return static_out.clone()
 
-    def _capture(
-        self, xs: tuple[Tensor, ...], state: list[Tensor]
-    ) -> tuple[torch.cuda.CUDAGraph, list[Tensor], Tensor | tuple]:
-        static_in = [x.clone() for x in xs]
+    def _capture(self, x: Tensor, state: list[Tensor]) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
+        static_in = x.clone()
         saved = [t.clone() for t in state]
         graph = torch.cuda.CUDAGraph()
-        static_out = capture(graph, lambda: self.fn(*static_in), warmups=1)  # cuDNN picks its kernels in the warm-up
+        static_out = capture(graph, lambda: self.fn(static_in), warmups=1)  # cuDNN picks its kernels in the warm-up
         for t, before in zip(state, saved):
             t.copy_(before)
-        shapes = tuple(tuple(x.shape) for x in xs)
-        log.info("captured CUDA graph of %s for inputs %s", getattr(self.fn, "__name__", self.fn), shapes)
+        log.info("captured CUDA graph of %s for input %s", getattr(self.fn, "__name__", self.fn), tuple(x.shape))
         return graph, static_in, static_out

@@ -128,7 +128,7 @@ class StreamingGenerator:
         self.all_idx = torch.arange(self.tokens, device=device)
         self._keep_all = torch.ones(self.grid, dtype=torch.bool, device=device)  # read-only, shared
         self.lipar = self._resolve_lipar(lipar)
-        self.mask = self._new_mask()
+        self.mask = StreamingMask(self.lipar, self.grid, device)
         self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))  # camera motion (4.6b)
         self.prompt: _Prompt | None = None
         self.reset()
@@ -209,15 +209,9 @@ class StreamingGenerator:
 
     def set_lipar(self, config: LiparConfig) -> None:
         self.lipar = self._resolve_lipar(config)
-        self.mask = self._new_mask()  # starts by keeping everything
+        self.mask = StreamingMask(self.lipar, self.grid, self.device)  # starts by keeping everything
         self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))
         self.recovery = make_recovery(self.lipar)
-
-    def _new_mask(self) -> StreamingMask:
-        """A mask for this stream's LIPAR config; with CUDA graphs its steady frames replay from one (the mask's
-        ~120 small kernels took longer to launch than to run)."""
-        replay = GraphedCall if self.backend == "cudagraph" else None
-        return StreamingMask(self.lipar, self.grid, self.device, replay=replay)
 
     def set_side_stream(self, enabled: bool) -> None:
         """Whether the decode runs beside the cache pass and the mask encoder beside the model's encoder, on a

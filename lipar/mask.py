@@ -29,9 +29,7 @@ count and the scene-cut flag, which the result's indices need anyway.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -135,60 +133,10 @@ def compute_mask(d_short: Tensor, d_long: Tensor, config: LiparConfig) -> Tensor
     return keep
 
 
-def source_step(
-    latent: Tensor,
-    previous: Tensor,
-    reference: Tensor,
-    ema_short: Tensor,
-    ema_long: Tensor,
-    fresh_short: Tensor,
-    fresh_long: Tensor,
-    extra_keep: Tensor | None,
-    config: LiparConfig,
-    warming: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One frame's source test, pure tensor math without a host sync (so that it can be replayed from a CUDA
-    graph): the source latent s_t, s_{t-1}, the reference latents (each (C, h, w)), the smoothed distances and
-    their no-history flags (gh, gw), and `extra_keep` (gh, gw) bool, tokens kept whatever the source says (the
-    output and age rules, tokens entering the frame; None while warming) -> keep (gh, gw) bool, the scene-cut
-    flag (0-d bool), the smoothed d_short and d_long, and the new reference latents."""
-    shift_short = shift_long = None
-    if config.remove_global_shift:
-        shift_short, shift_long = frame_shift(latent, previous), frame_shift(latent, reference)
-    d_short = median3x3(token_distance(latent, previous, config.trim, shift_short))
-    d_long = median3x3(token_distance(latent, reference, config.trim, shift_long))
-    # a new scene: most tokens changed by far more than tau_short, or the whole frame did (lights on)
-    big = config.scene_cut_scale * config.tau_short
-    cut = (d_short > big).float().mean() > config.scene_cut  # 0-d bool, stays on device
-    if shift_short is not None:
-        cut = cut | (shift_short.abs().mean() > big)
-    # causal EMA; where there is no usable history the blend starts from the current distance
-    a = config.temporal
-    d_short = (1 - a) * d_short + a * torch.where(fresh_short, d_short, ema_short)
-    d_long = (1 - a) * d_long + a * torch.where(fresh_long, d_long, ema_long)
-    if warming:
-        keep = torch.ones_like(fresh_short)
-    else:
-        keep = compute_mask(d_short, d_long, config) | extra_keep | cut
-    gh, gw = keep.shape
-    keep_px = keep[:, None, :, None].expand(gh, 2, gw, 2).reshape(2 * gh, 2 * gw)  # (h, w)
-    return keep, cut, d_short, d_long, torch.where(keep_px, latent, reference)
-
-
 class StreamingMask:
     """Keep mask for one stream of source latents, one `update` per latent frame, causal."""
 
-    def __init__(
-        self,
-        config: LiparConfig,
-        grid: tuple[int, int],
-        device: torch.device | str = "cpu",
-        replay: Callable[[Callable], Callable] | None = None,
-    ) -> None:
-        """`replay` wraps the steady frames' `source_step` (a pure function of tensors: the stream's state in,
-        the mask and the new state out), e.g. in a CUDA-graph replay (engine.backends.GraphedCall): on a GPU its
-        ~120 small kernels cost more to launch from Python than to run. Warm-up frames and frames under camera
-        motion take other branches, so they run it as is."""
+    def __init__(self, config: LiparConfig, grid: tuple[int, int], device: torch.device | str = "cpu") -> None:
         if config.enabled and not config.is_resolved:
             raise ValueError("StreamingMask needs resolved thresholds: use config.resolved(tau_short, tau_long)")
         if len(grid) != 2 or any(not isinstance(g, int) or g < 1 for g in grid):
@@ -197,8 +145,6 @@ class StreamingMask:
         self._moving = _scaled(config, config.motion_tau_scale, config.motion_output_scale)  # under camera motion
         self.grid = (grid[0], grid[1])
         self.device = torch.device(device)  # of the text-to-video masks (a source path follows its latents)
-        steady = partial(source_step, config=config, warming=False)
-        self._steady = steady if replay is None else replay(steady)
         self.reset()
 
     def reset(self) -> None:
@@ -244,21 +190,34 @@ class StreamingMask:
             self._start(latent.device)
             return _result(keep, False, "first")
 
+        shift_short = shift_long = None
+        if cfg.remove_global_shift:
+            shift_short, shift_long = frame_shift(latent, self._previous), frame_shift(latent, self._reference)
+        d_short = median3x3(token_distance(latent, self._previous, cfg.trim, shift_short))
+        d_long = median3x3(token_distance(latent, self._reference, cfg.trim, shift_long))
+        # a new scene: most tokens changed by far more than tau_short, or the whole frame did (lights on)
+        big = cfg.scene_cut_scale * cfg.tau_short
+        cut = (d_short > big).float().mean() > cfg.scene_cut  # 0-d bool, stays on device
+        if shift_short is not None:
+            cut = cut | (shift_short.abs().mean() > big)
+        # causal EMA; where there is no usable history the blend starts from the current distance
+        a = cfg.temporal
+        d_short = (1 - a) * d_short + a * torch.where(self._fresh_short, d_short, self._ema_short)
+        d_long = (1 - a) * d_long + a * torch.where(self._fresh_long, d_long, self._ema_long)
         warming = self._warm > 0
         if warming:
             self._warm -= 1
+            keep = torch.ones(gh, gw, dtype=torch.bool, device=latent.device)
+        else:
+            keep = compute_mask(d_short, d_long, cfg) | self._unsettled(cfg) | self._due() | cut
         # content that was outside the previous frame has nothing to be restored from, nor a history
         new = entering(self.grid, motion, latent.device) if moved else None
-        extra = None if warming else self._unsettled(cfg) | self._due()
-        if new is not None and extra is not None:
-            extra = extra | new
-        state = (latent, self._previous, self._reference, self._ema_short, self._ema_long)
-        flags = (self._fresh_short, self._fresh_long)
-        if warming or moved:
-            keep, cut, d_short, d_long, self._reference = source_step(*state, *flags, extra, cfg, warming)
-        else:
-            keep, cut, d_short, d_long, self._reference = self._steady(*state, *flags, extra)
+        if new is not None:
+            keep = keep | new
+
         self._previous = latent.clone()
+        keep_px = keep.repeat_interleave(2, 0).repeat_interleave(2, 1)  # (h, w)
+        self._reference = torch.where(keep_px, latent, self._reference)
         self._ema_short, self._ema_long = d_short, d_long
         self._fresh_short = cut.expand(gh, gw) if new is None else new | cut
         self._fresh_long = keep

@@ -195,37 +195,3 @@ def test_compiled_blocks_in_cuda_graphs_match_eager():
         assert torch.equal(t[:, :, ~written], w[:, :, ~written])
     assert torch.equal(cache.k_pre, want_cache[2])  # no call here stores K before RoPE
     assert model.compiled and set(graphs.graphs) == {(size, False) for size in graphs.sizes}
-
-
-@cuda
-def test_the_mask_replayed_from_a_cuda_graph_equals_it_eager():
-    """LIPAR's steady mask frames replay from a CUDA graph (StreamingMask's `replay`): same masks, same state,
-    over a stream with a moving square, a scene cut and its warm-up."""
-    from lipar.mask import StreamingMask
-
-    config = LiparConfig(tau_short=0.15, tau_long=0.3, warmup_frames=2, max_age=3, tau_output=0.5)
-    g = torch.Generator().manual_seed(0)
-    background, texture, other = (torch.randn(4, 24, 24, generator=g) for _ in range(3))
-    frames = []
-    for f in range(12):
-        scene = background if f < 7 else other  # a cut at frame 7
-        frame = scene.clone()
-        frame[:, 4:10, 2 + 2 * (f % 6) : 8 + 2 * (f % 6)] = texture[:, :6, :6]
-        frames.append(frame.cuda())
-    replays = []
-
-    def replay(step):
-        call = GraphedCall(step)
-        replays.append(call)
-        return call
-
-    eager, graphed = StreamingMask(config, (12, 12), "cuda"), StreamingMask(config, (12, 12), "cuda", replay=replay)
-    reasons = []
-    for frame in frames:
-        a, b = eager.update(frame), graphed.update(frame)
-        torch.testing.assert_close(a.keep, b.keep)
-        reasons.append(b.reason)
-        for m in (eager, graphed):
-            m.observe_output(frame * 0.9, a.keep)
-    torch.testing.assert_close(eager._reference, graphed._reference)
-    assert "scene_cut" in reasons and "pruned" in reasons and len(replays[0].graphs) == 1

@@ -288,35 +288,3 @@ def test_bad_inputs_raise_clear_errors():
     mask.update(torch.zeros(C, 2 * GH, 2 * GW))
     with pytest.raises(ValueError, match="reset"):
         mask.update(torch.zeros(C + 1, 2 * GH, 2 * GW))
-
-
-def _square_stream(frames: int):
-    background, texture = static_background(), torch.randn(C, 6, 6, generator=torch.Generator().manual_seed(9))
-    return [with_square(background, texture, 2, 1 + f % 7) for f in range(frames)]
-
-
-def test_replay_wraps_the_steady_frames_step_and_changes_no_mask():
-    """`replay` (a CUDA graph on a GPU) gets the steady frames' pure step; warm-up frames take the eager
-    branch. Wrapped or not, the stream's masks and state are the same."""
-    config = dataclasses.replace(CFG, warmup_frames=3, max_age=3, tau_output=0.5)
-    calls = []
-
-    def replay(step):
-        def counted(*tensors):
-            assert all(isinstance(t, torch.Tensor) for t in tensors)  # tensors only: what a graph can take
-            calls.append(1)
-            return step(*tensors)
-
-        return counted
-
-    plain, wrapped = StreamingMask(config, (GH, GW)), StreamingMask(config, (GH, GW), replay=replay)
-    ratios = []
-    for frame in _square_stream(9):
-        a, b = plain.update(frame), wrapped.update(frame)
-        ratios.append(b.kept_ratio)
-        assert torch.equal(a.keep, b.keep) and a.reason == b.reason
-        for m in (plain, wrapped):
-            m.observe_output(frame * 0.9, a.keep)
-    assert torch.equal(plain._reference, wrapped._reference)
-    assert len(calls) == 9 - 3  # the first frame and the two warm-up frames after it ran eagerly
-    assert min(ratios) < 0.5  # and the steady frames pruned
