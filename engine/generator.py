@@ -222,7 +222,7 @@ class StreamingGenerator:
         """Drive LIPAR's mask from preset `name`'s shipped frame VAE (its latent of the latest source
         frame) instead of this model's source latent; None: this model's again. For timing a model with
         random weights at real scale, whose VAE hardly moves its latents (`bench --mask-encoder`); give
-        that preset's thresholds in the LiparConfig. The extra encode is timed as part of "mask"."""
+        that preset's thresholds in the LiparConfig. The extra encode is timed as the stage "mask_encoder"."""
         if name is None:
             self._mask_encode = None
             return
@@ -379,13 +379,14 @@ class StreamingGenerator:
     def _mask_latents(self, frames: Tensor, timer: StageTimer) -> Pending[Tensor] | None:
         """What the mask compares when another VAE drives it (`set_mask_encoder`): that VAE's latent of
         each latent frame's last source frame, (1, F, C, h, w), encoded beside the model's own encoder
-        and timed as "mask". None where the mask compares the source latents. With LIPAR off no mask
+        and timed as its own stage, "mask_encoder" (so "mask" is the mask's own work, and a reader sees what
+        the stand-in costs). None where the mask compares the source latents. With LIPAR off no mask
         needs it, and set_lipar() starts a new mask, so none is owed a skipped frame."""
         if self._mask_encode is None or not self.lipar.enabled:
             return None
 
         def encode(frames: Tensor) -> Tensor:
-            with timer("mask"):
+            with timer("mask_encoder"):
                 return torch.stack([self._mask_encode(chunk) for chunk in self._latent_chunks(frames)], dim=1)
 
         return self._side.run(encode, frames)

@@ -44,6 +44,20 @@ def test_with_lipar_off_the_mask_encoder_does_not_run():
     assert len(calls) == 3, "LIPAR off: nothing compares the latents, so they are not made"
 
 
+def test_the_mask_encoder_is_timed_as_its_own_stage():
+    """Its encode runs beside the model's (on a GPU, on a second stream): inside "mask" it would be summed with
+    the mask's own work and overstate what the mask costs the frame."""
+    gen = StreamingGenerator.from_pretrained("tiny", device="cpu", lipar=LiparConfig())
+    gen.set_prompt("a red ball")
+    frame = synthetic_clip(128, 128, 1)[0]
+    assert "mask_encoder" not in gen.step(frame).stats["stages_ms"]
+    gen.set_mask_encoder("tiny")
+    slow, encode = [], gen._mask_encode
+    gen._mask_encode = lambda chunk: slow.append(time.sleep(0.2)) or encode(chunk)
+    stages = gen.step(frame).stats["stages_ms"]
+    assert slow and stages["mask_encoder"] >= 200 > stages["mask"]
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [("wan2.1-1.3b", "mask encoder 'wan2.1-1.3b' must be a frame VAE"), ("huge", "unknown model 'huge'")],
