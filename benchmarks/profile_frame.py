@@ -17,7 +17,9 @@ frames on the host), then profiles one more frame. Variants, in this order on on
 
 `--source CLIP` times every variant on that clip instead of the synthetic one. Each profiled frame also
 reports how long the GPU ran any kernel (`gpu_busy_ms`, the union of kernel intervals) against its wall
-clock: the rest is the GPU waiting for the host.
+clock: the rest is the GPU waiting for the host. Where it waited is tabled too: every interval of 20 us
+or more in which no kernel ran, with the kernels either side and the host's stage then (each `StageTimer`
+stage is a "stage:NAME" profiler range), and the idle time summed per stage.
 
 `--kept 1.0,0.5` also profiles the shipped DiT work alone (denoising steps, recovery, cache pass:
 bench's kept-ratio sweep, `engine.bench.forced_step`) under random masks keeping each share, and
@@ -57,6 +59,7 @@ from engine.bench import (  # noqa: E402
 from engine.config import get_config  # noqa: E402
 from engine.fp8 import quantize_linears  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
+from engine.timing import STAGE_PREFIX  # noqa: E402
 from engine.video_io import read_frames  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
 from lipar.kernels.attention import set_attention_backend  # noqa: E402
@@ -89,17 +92,49 @@ def union_length(spans: list[tuple[float, float]]) -> float:
     return busy
 
 
+def idle_gaps(
+    kernels: list[tuple[float, float, str]], stages: list[tuple[float, float, str]], min_gap: float, top: int
+) -> dict:
+    """Where the GPU waited: the intervals (us) in which no kernel ran on any stream, between a frame's first
+    and last kernel, of at least `min_gap`, each with the kernels either side and the host stages (the
+    StageTimer's "stage:NAME" ranges) that overlap it; and the idle time per stage, each idle microsecond
+    given to the innermost stage the host was in ("none": outside all)."""
+    gaps, reach, before = [], None, None
+    for start, end, name in sorted(kernels):
+        if reach is not None and start - reach >= min_gap:
+            gaps.append({"start": reach, "end": start, "us": start - reach, "before": before, "after": name})
+        if reach is None or end > reach:
+            reach, before = end, name
+    by_stage: dict[str, float] = defaultdict(float)
+    for g in gaps:
+        inside = [s for s in stages if s[0] < g["end"] and s[1] > g["start"]]
+        g["stages"] = sorted({s[2] for s in inside})
+        cuts = sorted({g["start"], g["end"], *(t for s in inside for t in s[:2] if g["start"] < t < g["end"])})
+        for a, b in zip(cuts, cuts[1:]):
+            covering = [s for s in inside if s[0] <= a and s[1] >= b]
+            innermost = max(covering, key=lambda s: (s[0], -s[1]))[2] if covering else "none"
+            by_stage[innermost] += b - a
+    return {
+        "idle_ms": sum(g["us"] for g in gaps) / 1000.0,
+        "idle_ms_by_stage": {k: v / 1000.0 for k, v in sorted(by_stage.items(), key=lambda kv: -kv[1])},
+        "gaps": sorted(gaps, key=lambda g: -g["us"])[:top],
+    }
+
+
 def kernel_table(prof, top: int) -> dict:
     """Device kernels of one profiled frame grouped by name, with their share of the kernel time."""
     per_name: dict[str, list[float]] = defaultdict(list)
     syncs: dict[str, int] = defaultdict(int)
-    spans = []
+    spans, kernels, stages = [], [], []
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
             spans.append((e.time_range.start, e.time_range.end))
+            kernels.append((e.time_range.start, e.time_range.end, e.name))
             per_name[e.name].append((e.time_range.end - e.time_range.start) / 1000.0)
         elif e.name in SYNC_OPS:
             syncs[e.name] += 1
+        elif e.name.startswith(STAGE_PREFIX):
+            stages.append((e.time_range.start, e.time_range.end, e.name[len(STAGE_PREFIX) :]))
     total = sum(sum(v) for v in per_name.values())
     rows = sorted(
         ({"kernel": k, "calls": len(v), "ms": sum(v), "category": category(k)} for k, v in per_name.items()),
@@ -117,6 +152,7 @@ def kernel_table(prof, top: int) -> dict:
         "top": rows[:top],
         "categories": {k: {"ms": v, "share": v / total} for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
         "host_syncs": dict(syncs),
+        **idle_gaps(kernels, stages, min_gap=20.0, top=12),
     }
 
 
@@ -245,6 +281,18 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| `{r['kernel'][:90]}` | {r['category']} | {r['calls']} | {r['ms']:.2f} | {r['share']:.1%} |"
             )
+        if "idle_ms" in p:
+            by_stage = ", ".join(f"{k} {x:.2f}" for k, x in p["idle_ms_by_stage"].items())
+            lines += [
+                "",
+                f"## {name}: GPU idle, gaps of 20 us or more: {p['idle_ms']:.2f} ms (host stage then: {by_stage})",
+                "",
+                "| us | host stages | kernel before | kernel after |",
+                "|---|---|---|---|",
+            ]
+            for g in p["gaps"]:
+                stages = ", ".join(g["stages"]) or "-"
+                lines.append(f"| {g['us']:.0f} | {stages} | `{(g['before'] or '')[:50]}` | `{g['after'][:50]}` |")
     if result.get("kept"):
         lines += kept_markdown(result["kept"])
     return "\n".join(lines) + "\n"

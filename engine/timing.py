@@ -1,4 +1,6 @@
-"""Per-stage timers: CUDA events on the GPU (read once, at the end of a frame), wall clock on the CPU."""
+"""Per-stage timers: CUDA events on the GPU (read once, at the end of a frame), wall clock on the CPU. Each stage
+is also a named range ("stage:NAME") in torch.profiler traces, so that a profile can say what the host was doing
+while the GPU waited (benchmarks/profile_frame.py, its idle gaps)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from contextlib import contextmanager
 
 import torch
 
+STAGE_PREFIX = "stage:"  # the profiler range of a stage
+
 
 class StageTimer:
     def __init__(self, device: torch.device) -> None:
@@ -16,15 +20,16 @@ class StageTimer:
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        if self.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            yield
-            end.record()
-        else:
-            start = time.perf_counter()
-            yield
-            end = time.perf_counter()
+        with torch.profiler.record_function(STAGE_PREFIX + stage):
+            if self.cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                yield
+                end.record()
+            else:
+                start = time.perf_counter()
+                yield
+                end = time.perf_counter()
         self._spans.setdefault(stage, []).append((start, end))
 
     def read_ms(self) -> dict[str, float]:
