@@ -285,9 +285,9 @@ class TGrow(nn.Module):
 
 # TAEHV runs channels last (NHWC in memory): cuDNN's convolutions work in that layout, so NCHW tensors cost a
 # layout conversion at every convolution's input and output (on an H200, ~190 conversion kernels and ~2.6 ms per
-# latent frame at 480x832, session 19's profile). A 5-D (B, T, C, H, W) tensor here has channels innermost too,
-# so flattening (B, T) into a batch of frames is a view; only the time pool and grow, which move frames between
-# the time and channel axes, copy.
+# latent frame at 480x832 in session 19's profile, none in session 20's). A 5-D (B, T, C, H, W) tensor here has
+# channels innermost too, so flattening (B, T) into a batch of frames is a view; only the time pool and grow,
+# which move frames between the time and channel axes, copy.
 
 
 def _frames_to_channels(x: Tensor, s: int) -> Tensor:
