@@ -20,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.bench import latent_chunks  # noqa: E402
 from engine.generator import StreamingGenerator  # noqa: E402
 from engine.video_io import read_frames  # noqa: E402
 from lipar.config import LiparConfig  # noqa: E402
@@ -71,7 +72,7 @@ def main() -> None:
     )
     need = gen.cfg.window.slots + 3
     clip = list(read_frames(a.source, limit=need * gen.frames_per_step))
-    chunks = [clip[i * gen.frames_per_step : (i + 1) * gen.frames_per_step] for i in range(need)]
+    chunks = latent_chunks(clip, gen.frames_per_step)
     command = "python " + " ".join(sys.argv)
     result = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "command": command}
     with torch.inference_mode():

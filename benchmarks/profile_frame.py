@@ -125,10 +125,9 @@ def kernel_table(prof, top: int) -> dict:
     """Device kernels of one profiled frame grouped by name, with their share of the kernel time."""
     per_name: dict[str, list[float]] = defaultdict(list)
     syncs: dict[str, int] = defaultdict(int)
-    spans, kernels, stages = [], [], []
+    kernels, stages = [], []
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
-            spans.append((e.time_range.start, e.time_range.end))
             kernels.append((e.time_range.start, e.time_range.end, e.name))
             per_name[e.name].append((e.time_range.end - e.time_range.start) / 1000.0)
         elif e.name in SYNC_OPS:
@@ -147,7 +146,7 @@ def kernel_table(prof, top: int) -> dict:
         cats[r["category"]] += r["ms"]
     return {
         "kernel_ms_total": total,
-        "gpu_busy_ms": union_length(spans) / 1000.0,
+        "gpu_busy_ms": union_length([k[:2] for k in kernels]) / 1000.0,
         "kernels_launched": sum(r["calls"] for r in rows),
         "top": rows[:top],
         "categories": {k: {"ms": v, "share": v / total} for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},

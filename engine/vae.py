@@ -287,15 +287,13 @@ class TGrow(nn.Module):
 # layout conversion at every convolution's input and output (on an H200, ~190 conversion kernels and ~2.6 ms per
 # latent frame at 480x832 in session 19's profile, none in session 20's). A 5-D (B, T, C, H, W) tensor here has
 # channels innermost too, so flattening (B, T) into a batch of frames is a view; only the time pool and grow,
-# which move frames between the time and channel axes, copy.
+# which move frames between the time and channel axes, copy (and at stride 1 not even they).
 
 
 def _frames_to_channels(x: Tensor, s: int) -> Tensor:
     """(B, T, C, H, W) -> (B*T/s, s*C, H, W): each s consecutive frames stacked on channels (frame-major),
     channels last in memory."""
     B, T, C, H, W = x.shape
-    if s == 1:
-        return x.flatten(0, 1)
     frames = x.permute(0, 1, 3, 4, 2).reshape(B * T // s, s, H, W, C).permute(0, 2, 3, 1, 4)  # (n, H, W, s, C)
     return frames.reshape(B * T // s, H, W, s * C).permute(0, 3, 1, 2)
 
@@ -305,8 +303,6 @@ def _channels_to_frames(x: Tensor, s: int, batch: int) -> Tensor:
     channels last in memory."""
     n, channels, H, W = x.shape
     C = channels // s
-    if s == 1:
-        return x.unflatten(0, (batch, n // batch))
     frames = x.permute(0, 2, 3, 1).reshape(n, H, W, s, C).permute(0, 3, 1, 2, 4).contiguous()  # (n, s, H, W, C)
     return frames.reshape(batch, n * s // batch, H, W, C).permute(0, 1, 4, 2, 3)
 
