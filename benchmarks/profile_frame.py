@@ -121,19 +121,47 @@ def idle_gaps(
     }
 
 
-def kernel_table(prof, top: int) -> dict:
-    """Device kernels of one profiled frame grouped by name, with their share of the kernel time."""
-    per_name: dict[str, list[float]] = defaultdict(list)
-    syncs: dict[str, int] = defaultdict(int)
-    kernels, stages = [], []
-    for e in prof.events():
+def split_events(events) -> tuple[list, list, list, dict[str, int]]:
+    """A profile's events as device kernels, host stages and the stages' device spans, (start, end, name)
+    each, and host syncs counted. A `record_function` range shows on the device timeline too, as a user
+    annotation spanning the kernels launched inside it: it is not a kernel (counting it as one hides every
+    idle gap inside the stage), but it says which stage launched a kernel."""
+    kernels, stages, device_stages, syncs = [], [], [], defaultdict(int)
+    for e in events:
+        span = (e.time_range.start, e.time_range.end)
         if e.device_type == torch.autograd.DeviceType.CUDA:
-            kernels.append((e.time_range.start, e.time_range.end, e.name))
-            per_name[e.name].append((e.time_range.end - e.time_range.start) / 1000.0)
+            if not e.is_user_annotation:
+                kernels.append((*span, e.name))
+            elif e.name.startswith(STAGE_PREFIX):
+                device_stages.append((*span, e.name[len(STAGE_PREFIX) :]))
         elif e.name in SYNC_OPS:
             syncs[e.name] += 1
         elif e.name.startswith(STAGE_PREFIX):
-            stages.append((e.time_range.start, e.time_range.end, e.name[len(STAGE_PREFIX) :]))
+            stages.append((*span, e.name[len(STAGE_PREFIX) :]))
+    return kernels, stages, device_stages, dict(syncs)
+
+
+def kernels_by_stage(kernels: list, device_stages: list, top: int) -> dict:
+    """Kernel ms per stage, each kernel given to the innermost stage whose device span holds its start
+    ("none": outside all), with the stage's `top` kernels by time."""
+    per_stage: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for start, end, name in kernels:
+        holding = [s for s in device_stages if s[0] <= start < s[1]]
+        stage = max(holding, key=lambda s: (s[0], -s[1]))[2] if holding else "none"
+        per_stage[stage][name].append((end - start) / 1000.0)
+    out = {}
+    for stage, names in per_stage.items():
+        rows = sorted(({"kernel": k, "calls": len(v), "ms": sum(v)} for k, v in names.items()), key=lambda r: -r["ms"])
+        out[stage] = {"ms": sum(r["ms"] for r in rows), "calls": sum(r["calls"] for r in rows), "top": rows[:top]}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["ms"]))
+
+
+def kernel_table(prof, top: int) -> dict:
+    """Device kernels of one profiled frame grouped by name, with their share of the kernel time."""
+    kernels, stages, device_stages, syncs = split_events(prof.events())
+    per_name: dict[str, list[float]] = defaultdict(list)
+    for start, end, name in kernels:
+        per_name[name].append((end - start) / 1000.0)
     total = sum(sum(v) for v in per_name.values())
     rows = sorted(
         ({"kernel": k, "calls": len(v), "ms": sum(v), "category": category(k)} for k, v in per_name.items()),
@@ -150,7 +178,8 @@ def kernel_table(prof, top: int) -> dict:
         "kernels_launched": sum(r["calls"] for r in rows),
         "top": rows[:top],
         "categories": {k: {"ms": v, "share": v / total} for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
-        "host_syncs": dict(syncs),
+        "host_syncs": syncs,
+        "kernels_by_stage": kernels_by_stage(kernels, device_stages, top=8),
         **idle_gaps(kernels, stages, min_gap=20.0, top=12),
     }
 
@@ -292,6 +321,16 @@ def markdown(result: dict) -> str:
             for g in p["gaps"]:
                 stages = ", ".join(g["stages"]) or "-"
                 lines.append(f"| {g['us']:.0f} | {stages} | `{(g['before'] or '')[:50]}` | `{g['after'][:50]}` |")
+        lines += [
+            "",
+            f"## {name}: kernel time by the stage that launched it",
+            "",
+            "| stage | ms | calls | top kernels (ms) |",
+        ]
+        lines.append("|---|---|---|---|")
+        for stage, row in p["kernels_by_stage"].items():
+            tops = "; ".join(f"`{k['kernel'][:40]}` {k['ms']:.2f}" for k in row["top"][:4])
+            lines.append(f"| {stage} | {row['ms']:.2f} | {row['calls']} | {tops} |")
     if result.get("kept"):
         lines += kept_markdown(result["kept"])
     return "\n".join(lines) + "\n"
