@@ -7,9 +7,10 @@ clip, LIPAR off (the unpruned baseline), steady state (KV window full, every CUD
 For each variant it times --frames latent frames (wall clock around `step()`, which ends with the
 frames on the host), then profiles one more frame. Variants, in this order on one generator:
 
-- `before`: CUDA graphs of the uncompiled blocks, attention by SDPA's own choice (the state before
-  issue 15);
-- `shipped`: the generator's defaults (blocks compiled inside the graphs, attention tuned per shape);
+- `before`: CUDA graphs of the uncompiled blocks, attention by SDPA's own choice, the VAE eager (the
+  state before issue 15);
+- `shipped`: the generator's defaults (blocks compiled inside the graphs, attention tuned per shape, the
+  VAE's encode and decode replayed from graphs; until session 21 this variant ran the VAE eagerly);
 - `shipped+<backend>`: the same with one attention backend forced (`--backends`, default none);
 - `shipped+lipar`: the defaults with LIPAR on (`--lipar-tau`), its mask from the shipped tiny VAE as in
   `bench --mask-encoder tiny`; with `--source` (a static-camera clip) the masks are real ones;
@@ -19,7 +20,9 @@ frames on the host), then profiles one more frame. Variants, in this order on on
 reports how long the GPU ran any kernel (`gpu_busy_ms`, the union of kernel intervals) against its wall
 clock: the rest is the GPU waiting for the host. Where it waited is tabled too: every interval of 20 us
 or more in which no kernel ran, with the kernels either side and the host's stage then (each `StageTimer`
-stage is a "stage:NAME" profiler range), and the idle time summed per stage.
+stage is a "stage:NAME" profiler range), and the idle time summed per stage; and the kernel time per
+stage that launched it. `--trace` also writes each profiled frame's Chrome trace (host ops and kernels on
+one timeline, for chrome://tracing or Perfetto).
 
 `--kept 1.0,0.5` also profiles the shipped DiT work alone (denoising steps, recovery, cache pass:
 bench's kept-ratio sweep, `engine.bench.forced_step`) under random masks keeping each share, and
@@ -33,8 +36,10 @@ profile_frame.md (the tables). Kernel shares are of the summed kernel time of th
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -211,13 +216,20 @@ def time_frames(gen: StreamingGenerator, chunks: list, frames: int) -> dict:
     }
 
 
-def profile_frame(gen: StreamingGenerator, chunk, top: int) -> dict:
+def profile_frame(gen: StreamingGenerator, chunk, top: int, trace: Path | None = None) -> dict:
+    """One profiled step; `trace`: also write its Chrome trace there (gzipped), host and device timelines."""
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         gen.step(chunk)
         torch.cuda.synchronize()
         wall = (time.perf_counter() - t0) * 1000.0
+    if trace is not None:
+        raw = trace.with_suffix("")
+        prof.export_chrome_trace(str(raw))
+        with open(raw, "rb") as src, gzip.open(trace, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        raw.unlink()
     return {**kernel_table(prof, top), "wall_ms": wall}
 
 
@@ -352,8 +364,10 @@ def main() -> None:
         metavar="SHORT[,LONG]",
         help="add the shipped+lipar variant with these thresholds",
     )
+    p.add_argument("--trace", action="store_true", help="also write each variant's Chrome trace, trace_NAME.json.gz")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
     h, w = (int(v) for v in a.size.split("x"))
     gen = StreamingGenerator.from_pretrained(
         # eager at first: the default graph runner would compile the blocks at once, before `before` ran
@@ -378,7 +392,8 @@ def main() -> None:
     def run(name: str) -> None:
         try:
             variants[name] = time_frames(gen, chunks, a.frames)
-            variants[name]["profile"] = profile_frame(gen, chunks[-1], a.top)
+            trace = a.out / f"trace_{name.replace('+', '_')}.json.gz" if a.trace else None
+            variants[name]["profile"] = profile_frame(gen, chunks[-1], a.top, trace)
         except Exception as e:  # noqa: BLE001 - a variant that fails on this card is a result too
             variants[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
         print(name, {k: v for k, v in variants[name].items() if k != "profile"}, flush=True)
@@ -388,7 +403,7 @@ def main() -> None:
         gen.runner = CudaGraphRunner(gen.dit, gen.cache, compiled=False)  # before any capture or compile
         run("before")
         set_attention_backend(None)
-        gen.runner = CudaGraphRunner(gen.dit, gen.cache)  # fresh graphs with the defaults
+        gen.set_backend("cudagraph")  # the defaults: fresh DiT graphs, and the VAE replayed from graphs too
         run("shipped")
         for backend in filter(None, a.backends.split(",")):
             set_attention_backend(backend)
@@ -399,20 +414,20 @@ def main() -> None:
             short, long = a.lipar_tau
             if long is None:  # as bench --mask-encoder: the mask encoder's own
                 long = get_config("tiny").lipar.tau_long
-            gen.runner = CudaGraphRunner(gen.dit, gen.cache)
-            gen.set_mask_encoder("tiny")
+            gen.set_backend("cudagraph")
+            gen.set_mask_encoder("tiny")  # replayed from a graph as in bench
             gen.set_lipar(LiparConfig(tau_short=short, tau_long=long))
             run("shipped+lipar")
             gen.set_lipar(LiparConfig(enabled=False))
             gen.set_mask_encoder(None)
         kept = [float(x) for x in a.kept.split(",") if x]
         if kept:
-            gen.runner = CudaGraphRunner(gen.dit, gen.cache)
+            gen.set_backend("cudagraph")
             kept_rows = profile_kept(gen, chunks[0], kept, a.frames, a.top)
             print({k: round(v["ms_p50"], 2) for k, v in kept_rows.items()}, flush=True)
         if not a.no_fp8:
             quantize_linears(gen.dit, "row")
-            gen.runner = CudaGraphRunner(gen.dit, gen.cache)
+            gen.set_backend("cudagraph")
             run("shipped+fp8_row")
     result = {
         "model": a.model,
@@ -425,7 +440,6 @@ def main() -> None:
         "variants": variants,
         "kept": kept_rows if kept else {},
     }
-    a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "profile_frame.json").write_text(json.dumps(result, indent=1))
     (a.out / "profile_frame.md").write_text(markdown(result))
     print(markdown(result))

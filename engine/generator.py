@@ -104,21 +104,7 @@ class StreamingGenerator:
             cfg.layers, 1, self.tokens, cfg.heads, cfg.head_dim, cfg.window, device, self.dtype, cfg.patch_dim
         )
         self.sampler = build_sampler(cfg.sampler)
-        if backend == "auto":
-            backend = "cudagraph" if device.type == "cuda" else "torch"
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-        if backend == "cudagraph" and device.type != "cuda":
-            raise ValueError("the cudagraph backend needs a CUDA device")
-        self.backend = backend
-        graphs = backend == "cudagraph"
-        self.runner = CudaGraphRunner(self.dit, self.cache) if graphs else EagerRunner(self.dit, self.cache)
-        # the VAE around the DiT: at 256x256 the tiny model's encode took 1.3 ms of launches (H200); TAEHV at
-        # 480x832 encodes in 3.3 ms replayed against 4.1 eager, decodes in 4.3 against 6.3
-        self._encode, self._decode = self._encode_pixels, self._decode_tokens
-        if graphs:
-            self._encode = GraphedCall(self._encode_pixels, lambda: self.vae.stream_memory("encoder"))
-            self._decode = GraphedCall(self._decode_tokens, lambda: self.vae.stream_memory("decoder"))
+        self.set_backend(backend)
         self._upload = HostUpload(device)
         self._side = SideStream(device)  # the decode beside the cache pass, the mask encoder beside the encoder
         self._mask_encode = None  # set_mask_encoder: another VAE's latent drives the mask
@@ -212,6 +198,26 @@ class StreamingGenerator:
         self.mask = StreamingMask(self.lipar, self.grid, self.device)  # starts by keeping everything
         self.motion = MotionCompensator(self.lipar, (self.latent_h, self.latent_w))
         self.recovery = make_recovery(self.lipar)
+
+    def set_backend(self, backend: str) -> None:
+        """How the DiT and the VAE run: "torch" eagerly, "cudagraph" replayed from CUDA graphs (the DiT's
+        blocks compiled), "auto" the graphs on a GPU. New runners: graphs are captured again as needed.
+        A mask encoder set before keeps the backend it was set under."""
+        if backend == "auto":
+            backend = "cudagraph" if self.device.type == "cuda" else "torch"
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if backend == "cudagraph" and self.device.type != "cuda":
+            raise ValueError("the cudagraph backend needs a CUDA device")
+        self.backend = backend
+        graphs = backend == "cudagraph"
+        self.runner = CudaGraphRunner(self.dit, self.cache) if graphs else EagerRunner(self.dit, self.cache)
+        # the VAE around the DiT: at 256x256 the tiny model's encode took 1.3 ms of launches (H200); TAEHV at
+        # 480x832 encodes in 3.3 ms replayed against 4.1 eager, decodes in 4.3 against 6.3
+        self._encode, self._decode = self._encode_pixels, self._decode_tokens
+        if graphs:
+            self._encode = GraphedCall(self._encode_pixels, lambda: self.vae.stream_memory("encoder"))
+            self._decode = GraphedCall(self._decode_tokens, lambda: self.vae.stream_memory("decoder"))
 
     def set_side_stream(self, enabled: bool) -> None:
         """Whether the decode runs beside the cache pass and the mask encoder beside the model's encoder, on a

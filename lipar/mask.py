@@ -144,6 +144,7 @@ class StreamingMask:
         self.config = config
         self._moving = _scaled(config, config.motion_tau_scale, config.motion_output_scale)  # under camera motion
         self.grid = (grid[0], grid[1])
+        self._measures_output = config.tau_output is not None and not math.isinf(config.tau_output)
         self.device = torch.device(device)  # of the text-to-video masks (a source path follows its latents)
         self.reset()
 
@@ -233,6 +234,8 @@ class StreamingMask:
         keep their last measurement (their output did not move, because it was not recomputed)."""
         if self._out_change is None:  # nothing updated the mask yet (disabled, or text-to-video)
             return
+        if not self._measures_output:  # the rule is off: nothing reads the measurement (at 480x832 it is
+            return  # ~20 kernels and a sort per frame)
         if self._last_output is not None and self._last_output.shape == clean.shape:
             change = token_distance(clean, self._last_output, self.config.trim)
             self._out_change = torch.where(keep, change, self._out_change)

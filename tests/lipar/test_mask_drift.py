@@ -120,3 +120,19 @@ def test_bad_drift_settings_raise_clear_errors(field, value):
 def test_old_recovery_mode_names_are_refused_with_the_new_name(old, new):
     with pytest.raises(ValueError, match=f"renamed '{new}'"):
         LiparConfig(recovery=old)
+
+
+@pytest.mark.parametrize("tau_output", [None, float("inf")])
+def test_with_the_settled_output_rule_off_outputs_are_not_measured(tau_output):
+    """Nothing reads the measurement then, and it costs a sort and ~20 kernels per frame at 480x832."""
+    mask = StreamingMask(dataclasses.replace(SOURCE_ONLY, tau_output=tau_output), (GH, GW))
+    bg = still()
+    for t in range(4):
+        assert step(mask, bg, output=still(t + 1)).kept_ratio == (1.0 if t == 0 else 0.0)
+    assert mask._last_output is None
+
+
+def test_with_the_settled_output_rule_on_outputs_are_measured():
+    mask = StreamingMask(dataclasses.replace(SOURCE_ONLY, tau_output=0.05), (GH, GW))
+    step(mask, still())
+    assert mask._last_output is not None
