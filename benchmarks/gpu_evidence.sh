@@ -4,8 +4,8 @@
 # Usage on the GPU machine, from the repository root:
 #   bash benchmarks/gpu_evidence.sh OUT CLIPS_DIR [PEERS_DIR]
 # CLIPS_DIR holds vtest_480x832.mp4 and fake_camera_256.mp4 (benchmarks/results/gpu_h200/README.md says how
-# they are made) and, where PyAV is absent (the GPU image), its wheel av-*.whl or, smaller, that wheel's
-# contents as av-site.tar.xz (25 MB against 36: the clips, the peer and the tree must fit one 64 MiB carry).
+# they are made; benchmarks/make_gpu_carry.sh makes them) and optionally PyAV (its wheel av-*.whl or that wheel's
+# contents as av-site.tar.xz); without it OpenCV decodes them.
 # PACK=1 packs everything written under OUT into OUT/evidence.tar.gz at the end (the device tool brings back only
 # a limited number of files per call: session 15 lost four of twelve).
 # PEERS_DIR: the unpacked Self-Forcing peer with its wheels (or, smaller, their installed contents as
@@ -22,7 +22,9 @@ PEERS=${3:-}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-if ! python3 -c "import av" 2>/dev/null; then
+# without PyAV (the GPU image) the clips are decoded by OpenCV's FFmpeg (engine/video_io.py); PyAV from CLIPS_DIR
+# if it holds it (its 25 MB no longer fit one carry beside the tree, the clips and the peer)
+if ! python3 -c "import av" 2>/dev/null && ls "$CLIPS"/av-site.tar.xz "$CLIPS"/av-*.whl >/dev/null 2>&1; then
     mkdir -p /tmp/av-site
     if [ -f "$CLIPS/av-site.tar.xz" ]; then
         tar -xJf "$CLIPS/av-site.tar.xz" -C /tmp/av-site
@@ -31,7 +33,13 @@ if ! python3 -c "import av" 2>/dev/null; then
     fi
     export PYTHONPATH=$PYTHONPATH:/tmp/av-site
 fi
-python3 -c "import torch, triton, av; print('torch', torch.__version__, 'triton', triton.__version__, 'av', av.__version__)"
+python3 -c "
+import torch, triton, cv2
+try:
+    import av; decoder = 'PyAV ' + av.__version__
+except ImportError:
+    decoder = 'OpenCV ' + cv2.__version__
+print('torch', torch.__version__, 'triton', triton.__version__, 'clips decoded by', decoder)"
 # the CUDA tests first: a graph that replays wrongly should not cost the benches' minutes
 # (the tiny-model stream test needs the MiniLM text encoder, MINILM_DIR; everything else runs without it)
 if [ "${TESTS:-1}" = 1 ]; then

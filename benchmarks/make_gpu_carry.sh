@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build the ignored folders that benchmarks/gpu_evidence.sh needs carried to the GPU machine, on a CPU machine
 # with the project's venv active (a fresh checkout has neither: they are derived data, not committed):
-#   .carry/clips/         vtest_480x832.mp4, fake_camera_256.mp4 and PyAV's wheel contents as av-site.tar.xz
-#                         (PyAV is not on the GPU image)
+#   .carry/clips/         vtest_480x832.mp4 and fake_camera_256.mp4 (the GPU image has no PyAV; OpenCV decodes
+#                         them there, engine/video_io.py)
 #   .carry/peers_packed/  Self-Forcing's source, its timing harness and its four wheels' contents as
 #                         peer-site.tar.xz (/work/shared/peers/README.md)
-# Together with the tree they fit one 64 MiB carry (session 19: 33.5 + 26 + 3.2 MB).
+# Together with the tree they fit one 64 MiB carry (session 21: 36.7 + 2.1 + 3.1 MB; PyAV's 25 MB, carried until
+# then, no longer fitted beside the grown tree).
 #   bash benchmarks/make_gpu_carry.sh [PEERS_SRC]      # PEERS_SRC defaults to ../shared/peers
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,12 +32,6 @@ write_video(frames, sys.argv[2], fps=10)
 print(f"wrote {len(frames)} frames to {sys.argv[2]}")
 EOF
 python benchmarks/record_fake_camera.py --frames 180 --size 256 --out "$CLIPS/fake_camera_256.mp4"
-
-# PyAV for the GPU image's Python (3.11+, manylinux x86_64): the wheel's contents, xz-packed (25 MB against 36)
-python -m pip download -q --only-binary=:all: --no-deps --python-version 3.11 --platform manylinux_2_28_x86_64 \
-    av==18.1.0 -d "$TMP/av"
-python -m pip install -q --no-index --no-deps --no-compile --target "$TMP/av-site" "$TMP"/av/av-*.whl
-tar -cJf "$CLIPS/av-site.tar.xz" -C "$TMP/av-site" .
 
 # the peer: source, harness, wheels' contents
 tar -xzf "$PEERS_SRC"/self_forcing-*.tar.gz -C "$PACKED"

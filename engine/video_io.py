@@ -1,4 +1,4 @@
-"""Video files in and out through PyAV (H.264 MP4 out; anything FFmpeg reads in)."""
+"""Video files in and out through PyAV (H.264 MP4 out; anything FFmpeg reads in, or OpenCV reads without PyAV)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,30 @@ import numpy as np
 
 
 def read_frames(path: str | Path, limit: int | None = None) -> Iterator[np.ndarray]:
-    """Decoded RGB frames, uint8 (H, W, 3). Raises ValueError if the file is not a readable video."""
-    import av
-
+    """Decoded RGB frames, uint8 (H, W, 3). Raises ValueError if the file is not a readable video. Decodes
+    through PyAV, or, where PyAV is not installed, OpenCV's own FFmpeg (the GPU image has OpenCV only)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"source video not found: {path}")
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        frames = _decode_opencv(path)
+    else:
+        frames = _decode_pyav(path)
+    count = 0
+    for frame in frames:
+        yield frame
+        count += 1
+        if limit is not None and count >= limit:
+            return
+    if count == 0:
+        raise ValueError(f"{path} contains no decodable frames")
+
+
+def _decode_pyav(path: Path) -> Iterator[np.ndarray]:
+    import av
+
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
@@ -22,17 +40,27 @@ def read_frames(path: str | Path, limit: int | None = None) -> Iterator[np.ndarr
     with container:
         if not container.streams.video:
             raise ValueError(f"{path} has no video stream")
-        count = 0
         try:
             for frame in container.decode(video=0):
                 yield frame.to_ndarray(format="rgb24")
-                count += 1
-                if limit is not None and count >= limit:
-                    return
         except av.error.FFmpegError as e:
             raise ValueError(f"cannot decode source video {path}: {e}") from None
-        if count == 0:
-            raise ValueError(f"{path} contains no decodable frames")
+
+
+def _decode_opencv(path: Path) -> Iterator[np.ndarray]:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ValueError(f"cannot read source video {path}")
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
 
 
 class VideoWriter:
