@@ -39,7 +39,7 @@ def build_engines(
     """Export every (size, bucket) step graph of `model` to `out`, verify each with onnxruntime against
     the torch forward, and build a TensorRT engine from it on `device` when TensorRT is installed and
     the device is a CUDA GPU (engines cached in `out`, keyed by model, size, bucket, precision, weights,
-    TensorRT version and GPU). Sizes default to the model's; buckets to `bucket_sizes`.
+    TensorRT version and GPU). Sizes default to the model's; buckets to the 16 of `bucket_sizes`.
     Prints the table and returns its rows. A graph that fails the check stops the build (RuntimeError)."""
     from engine.generator import resolve_device
 

@@ -210,7 +210,7 @@ def onnx_name(model: str, size: tuple[int, int], bucket: int) -> str:
 
 
 def resolve_buckets(tokens_per_frame: int, buckets: Sequence[int] | None) -> list[int]:
-    """Sorted kept-token counts to export (default: `bucket_sizes` of a frame), each checked."""
+    """Sorted kept-token counts to export (default: the 16 `bucket_sizes` of a frame), each checked."""
     sizes = bucket_sizes(tokens_per_frame) if buckets is None else sorted(set(buckets))
     bad = [b for b in sizes if not 1 <= b <= tokens_per_frame]
     if bad:
@@ -228,7 +228,7 @@ def export_onnx(
     seed: int = 0,
 ) -> list[Path]:
     """Export `model_name`'s step graphs, one per kept-token bucket, at video `size` (default: the
-    model's). `buckets` are kept-token counts (default: `bucket_sizes` of a frame). Weights come
+    model's). `buckets` are kept-token counts (default: the 16 `bucket_sizes` of a frame). Weights come
     from the repo or the `weights` folder, or are random when asked for."""
     dit = load_dit(model_name, weights, random_weights, seed)
     size = size or (dit.cfg.height, dit.cfg.width)

@@ -26,25 +26,19 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "cudagraph")
 # torch.compile of the blocks inside the CUDA graphs: measured on an H200 (benchmarks/dit_pass.py)
 COMPILED_DEFAULT = True  # 19.5 vs 28.1 ms per full-frame pass (results/gpu_h200/dit_pass_variants.json)
-# Kept counts are padded up to the next graph size; a padded token costs what a kept one does. A frame gets at
-# least GRAPH_BUCKETS sizes. Where a step between sizes holds a whole GRAPH_TILE, the sizes are multiples of
-# the tile: the H200's attention works in query tiles of 64 rows (cuDNN's SDPA, 12 heads x ceil(queries / 64)
-# programs), so a size just past a multiple of 64 pays for a whole tile it does not use. At 480x832 the old
-# sizes, 1/16 of a frame (98, 195, ..., 975, ...), padded vtest's ~890 kept tokens to 975 = 16 tiles, where
-# 896 = 14 tiles; attention was 16.6 of the DiT's 43.6 ms kernel time (profile_frame, session 21). Uniform
-# 1/32 steps had bought nothing (62.3 against 61.8 fps, session 15): finer, but no better aligned.
+# Kept counts are padded up to the next of this many buckets per block; a padded token costs what a kept one
+# does. With 16, vtest's latency sits on levels ~4 ms apart, which looked like padding; 32 buckets measured
+# 62.3 against 61.8 fps (DiT 48.5 against 49.2 ms; wan2.1-1.3b, H200, session 15, same call): within the
+# spread between runs (why the finer padding bought no more was not profiled). So 16, half the graphs to capture.
+# Sizes on whole 64-row attention tiles (multiples of 64, 25 sizes at 480x832) did not pay either (session 21,
+# H200): vtest's DiT 50.2 against 50.6 ms at kept 0.57 (~890 tokens run as 896, not 975), while the sweep's
+# 50 % row, 780 tokens run as 832, fell from 0.85 to 0.80 of ideal.
 GRAPH_BUCKETS = 16
-GRAPH_TILE = 64
 
 
-def bucket_sizes(tokens_per_frame: int, buckets: int = GRAPH_BUCKETS, tile: int = GRAPH_TILE) -> list[int]:
-    """Kept-token counts one CUDA graph (or engine) is made for each: the multiples of a step below the
-    frame's count, and the count. The step is 1/`buckets` of a frame rounded up, or, where that holds a
-    whole `tile`, the largest multiple of `tile` not above it (then up to twice as many sizes)."""
-    step = math.ceil(tokens_per_frame / buckets)
-    if step >= tile:
-        step -= step % tile
-    return [*range(step, tokens_per_frame, step), tokens_per_frame]
+def bucket_sizes(tokens_per_frame: int, buckets: int = GRAPH_BUCKETS) -> list[int]:
+    """Kept-token counts rounded up to 1/`buckets` of a frame: one CUDA graph (or engine) each."""
+    return sorted({math.ceil(tokens_per_frame * i / buckets) for i in range(1, buckets + 1)})
 
 
 def graphs_apply(cache: RollingKVCache, key_mask: Tensor | None) -> bool:
@@ -118,7 +112,7 @@ class _Graph:
 class CudaGraphRunner:
     """Replays one CUDA graph per (kept-token bucket, cache pass or not).
 
-    Kept counts are rounded up to the next of `bucket_sizes` of a block and padded by `pad_to_bucket`.
+    Kept counts are rounded up to buckets of 1/`buckets` of a block and padded by `pad_to_bucket`.
     Before `graphs_apply` frames run eagerly. At the first call that can replay a graph, the graphs of
     *every* bucket for that pass (denoising step or cache pass) are captured at once, which also runs the
     attention tuner on every shape: captured lazily, a kept count first met mid-stream had cost that frame
