@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,12 @@ def read_frames(path: str | Path, limit: int | None = None) -> Iterator[np.ndarr
     else:
         frames = _decode_pyav(path)
     count = 0
-    for frame in frames:
-        yield frame
-        count += 1
-        if limit is not None and count >= limit:
-            return
+    with closing(frames):  # a stop at `limit` closes the file now, not when the generator is collected
+        for frame in frames:
+            yield frame
+            count += 1
+            if limit is not None and count >= limit:
+                return
     if count == 0:
         raise ValueError(f"{path} contains no decodable frames")
 
