@@ -35,7 +35,7 @@ from engine.sampler import NoiseSource, SeededNoise, add_noise, build_sampler, n
 from engine.text import build_text_encoder
 from engine.timing import StageTimer
 from engine.upload import HostUpload
-from engine.vae import build_vae, load_vae_weights
+from engine.vae import build_vae, load_vae_weights, native_cpu_bfloat16
 from lipar.config import LiparConfig
 from lipar.mask import MaskResult, StreamingMask
 from lipar.motion import MotionCompensator
@@ -98,6 +98,10 @@ class StreamingGenerator:
         self.block = cfg.frames_per_block
         self.dit = dit.to(device=device, dtype=self.dtype).eval()
         self.vae = vae.to(device=device, dtype=self.dtype).eval()
+        # what the decode computes in: on a CPU with native bfloat16, bfloat16 where the VAE keeps its quality in
+        # it (`cpu_bfloat16_decode`); set it to torch.float32 for the float32 decode
+        bf16 = device.type == "cpu" and self.vae.cpu_bfloat16_decode and native_cpu_bfloat16()
+        self.decode_dtype = torch.bfloat16 if bf16 else self.dtype
         self.text_encoder = text_encoder
         self.seed = seed
         self.cache = RollingKVCache(
@@ -348,7 +352,8 @@ class StreamingGenerator:
 
     def _decode_tokens(self, clean: Tensor) -> Tensor:
         """Clean tokens (1, N, D) -> uint8 frames (T, H, W, 3) on the device."""
-        video = self.vae.decode_step(unpatchify(clean, self.latent_h, self.latent_w).to(self.dtype))
+        with torch.autocast("cpu", torch.bfloat16, enabled=self.decode_dtype != self.dtype):
+            video = self.vae.decode_step(unpatchify(clean, self.latent_h, self.latent_w).to(self.dtype))
         frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return frames.permute(0, 2, 3, 1)
 

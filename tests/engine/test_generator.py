@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from engine.generator import StreamingGenerator
+from engine.vae import native_cpu_bfloat16
 from lipar.config import LiparConfig
 
 
@@ -139,3 +140,27 @@ def test_static_source_is_pruned_and_restored_exactly(gen):
     assert outs[0].stats["kept_ratio"] == 1.0
     assert all(o.stats["kept_ratio"] == 0.0 for o in outs[1:])
     np.testing.assert_array_equal(outs[1].frames[0], outs[3].frames[0])
+
+
+def _stream(g, frames):
+    g.reset()
+    return np.stack([g.step(f).frames[0] for f in frames]).astype(np.float64)
+
+
+@pytest.mark.skipif(not native_cpu_bfloat16(), reason="this CPU has no native bfloat16 (AMX or AVX512-BF16)")
+def test_on_a_cpu_with_native_bfloat16_the_shipped_vae_decodes_in_it_at_float32_quality():
+    g = StreamingGenerator.from_pretrained("tiny", device="cpu", seed=3)  # the shipped weights
+    g.set_prompt("a red ball rolling left over a brick wall")
+    assert g.decode_dtype == torch.bfloat16
+    frames = [moving_square(i, size=128) for i in range(4)]
+    fast = _stream(g, frames)
+    g.decode_dtype = torch.float32
+    exact = _stream(g, frames)
+    psnr = 10 * np.log10(255**2 / np.mean((fast - exact) ** 2))
+    assert 45 < psnr < 100  # decoded in bfloat16 (not identical), yet far below what an eye sees
+
+
+def test_a_vae_not_marked_for_bfloat16_decodes_in_float32_on_the_cpu(gen, monkeypatch):
+    monkeypatch.setattr(type(gen.vae), "cpu_bfloat16_decode", False)
+    g = StreamingGenerator.from_pretrained("tiny", device="cpu", random_weights=True, size=(64, 64))
+    assert g.decode_dtype == torch.float32
