@@ -168,7 +168,8 @@ class FrameVAE(StreamingAutoencoder):
     frames_per_latent = 1
     # the shipped tiny model's 128x128 stream on the project's 2-core AMX VM (session 21, ad hoc): the decode
     # 7.5 -> 3.3 ms, the unpruned stream 28.0 -> 31.9 fps, its frames 57.7 dB (PSNR) from float32's. The
-    # encoder stays float32: its rounding would move the latents LIPAR's thresholds were calibrated on.
+    # encoder stays float32: its rounding moves the latents LIPAR's thresholds were calibrated on (in bfloat16,
+    # ad hoc, LIPAR kept 0.80 of benchmarks/data/vtest_path.mp4 instead of 0.75).
     cpu_bfloat16_decode = True
 
     def __init__(
