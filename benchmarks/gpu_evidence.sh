@@ -12,7 +12,7 @@
 # peer-site.tar.xz) and harness (/work/shared/peers/README.md); it is
 # timed first, in this same call, and its fps (the median of PEER_ITERS runs per mode, default 3,3: one run each
 # gave 13.0 frame-wise fps in session 17 and 17.1 in session 18) go into both benches' "peer" block.
-# The kernel micro-benchmarks (benchmarks/kernels.py), the DiT pass against its floor (benchmarks/dit_pass.py),
+# The kernel micro-benchmarks (benchmarks/kernel_speed.py), the DiT pass against its floor (benchmarks/dit_pass.py),
 # the per-frame profile (benchmarks/profile_frame.py) and FP8 quality (benchmarks/fp8_quality.py) are separate
 # commands (about 4 minutes together); their files name the command.
 set -o pipefail

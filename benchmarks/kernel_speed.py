@@ -1,11 +1,14 @@
 """Micro-benchmark of the LIPAR Triton kernels against their PyTorch paths, on one CUDA GPU.
 
-    python benchmarks/kernels.py --out benchmarks/results/kernels-h100.json
+    python benchmarks/kernel_speed.py --out benchmarks/results/kernels-h100.json
 
 Shapes are Wan2.1-1.3B's at 480x832: N = 1560 tokens per latent frame, 12 heads of 128, 30 layers,
 a KV window of 8 frames (sink + m = 6 + the current frame). Every kernel is checked against its
 reference before it is timed (relative error in the JSON). Times are medians of
 triton.testing.do_bench (CUDA events, L2 flushed between runs).
+
+Named kernels.py until session 21. A script's own folder comes first on sys.path, so that name hid the PyPI
+package `kernels`, which transformers imports: every benchmark script that loads the MiniLM text encoder failed.
 """
 
 from __future__ import annotations
@@ -239,7 +242,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also sweep attention tilings and split counts")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("benchmarks/kernels.py needs a CUDA GPU")
+        sys.exit("benchmarks/kernel_speed.py needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
     g = torch.Generator("cuda").manual_seed(0)
     props = torch.cuda.get_device_properties(0)
