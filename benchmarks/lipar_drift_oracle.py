@@ -38,7 +38,7 @@ class OracleContext(StreamingGenerator):
     """Denoising steps over all tokens; restoration and the cache pass as LIPAR's (video-to-video, one
     latent frame a block, as tiny runs)."""
 
-    def denoise(self, t, source_tokens, keep_idx, pruned_idx, text_kv):
+    def denoise(self, t, source_tokens, keep_idx, pruned_idx, text_kv, on_clean=None):
         (keep,), (pruned,) = keep_idx, pruned_idx
         sigmas = self.cfg.v2v_schedule.sigmas
         x = add_noise(source_tokens.float(), self.noise_source((1, self.tokens, self.cfg.patch_dim)), sigmas[0])
@@ -50,6 +50,8 @@ class OracleContext(StreamingGenerator):
             x = x[:, keep]
             self._recover(self._pruned_rope(t, pruned), pruned, None, self.cache.current_slots[0])
         clean = restore(x, keep, self.previous_clean) if pruned.numel() else x
+        if on_clean is not None:  # the step's decode, as in StreamingGenerator.denoise
+            on_clean(clean)
         write = self.cache.block_token_index(keep)
         self._cache_block(x, clean, source_tokens, keep, self.positions(t, keep), text_kv, write, None)
         return clean
