@@ -97,6 +97,11 @@ def union_length(spans: list[tuple[float, float]]) -> float:
     return busy
 
 
+def innermost(spans: list[tuple[float, float, str]]) -> str:
+    """The name of the innermost of nested (start, end, name) spans (the latest to start), "none" if none."""
+    return max(spans, key=lambda s: (s[0], -s[1]))[2] if spans else "none"
+
+
 def idle_gaps(
     kernels: list[tuple[float, float, str]], stages: list[tuple[float, float, str]], min_gap: float, top: int
 ) -> dict:
@@ -116,9 +121,7 @@ def idle_gaps(
         g["stages"] = sorted({s[2] for s in inside})
         cuts = sorted({g["start"], g["end"], *(t for s in inside for t in s[:2] if g["start"] < t < g["end"])})
         for a, b in zip(cuts, cuts[1:]):
-            covering = [s for s in inside if s[0] <= a and s[1] >= b]
-            innermost = max(covering, key=lambda s: (s[0], -s[1]))[2] if covering else "none"
-            by_stage[innermost] += b - a
+            by_stage[innermost([s for s in inside if s[0] <= a and s[1] >= b])] += b - a
     return {
         "idle_ms": sum(g["us"] for g in gaps) / 1000.0,
         "idle_ms_by_stage": {k: v / 1000.0 for k, v in sorted(by_stage.items(), key=lambda kv: -kv[1])},
@@ -151,9 +154,7 @@ def kernels_by_stage(kernels: list, device_stages: list, top: int) -> dict:
     ("none": outside all), with the stage's `top` kernels by time."""
     per_stage: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for start, end, name in kernels:
-        holding = [s for s in device_stages if s[0] <= start < s[1]]
-        stage = max(holding, key=lambda s: (s[0], -s[1]))[2] if holding else "none"
-        per_stage[stage][name].append((end - start) / 1000.0)
+        per_stage[innermost([s for s in device_stages if s[0] <= start < s[1]])][name].append((end - start) / 1000.0)
     out = {}
     for stage, names in per_stage.items():
         rows = sorted(({"kernel": k, "calls": len(v), "ms": sum(v)} for k, v in names.items()), key=lambda r: -r["ms"])

@@ -144,6 +144,7 @@ class StreamingMask:
         self.config = config
         self._moving = _scaled(config, config.motion_tau_scale, config.motion_output_scale)  # under camera motion
         self.grid = (grid[0], grid[1])
+        # the settled-output rule (on or off alike for the still and the moving thresholds: inf x scale is inf)
         self._measures_output = config.tau_output is not None and not math.isinf(config.tau_output)
         self.device = torch.device(device)  # of the text-to-video masks (a source path follows its latents)
         self.reset()
@@ -234,8 +235,8 @@ class StreamingMask:
         keep their last measurement (their output did not move, because it was not recomputed)."""
         if self._out_change is None:  # nothing updated the mask yet (disabled, or text-to-video)
             return
-        if not self._measures_output:  # the rule is off: nothing reads the measurement (at 480x832 it is
-            return  # ~20 kernels and a sort per frame)
+        if not self._measures_output:  # the rule is off: nothing reads it (at 480x832, ~20 kernels and a sort)
+            return
         if self._last_output is not None and self._last_output.shape == clean.shape:
             change = token_distance(clean, self._last_output, self.config.trim)
             self._out_change = torch.where(keep, change, self._out_change)
@@ -281,10 +282,9 @@ class StreamingMask:
 
     def _unsettled(self, cfg: LiparConfig) -> Tensor:
         """(gh, gw) bool: tokens whose output had not settled when last computed, plus a margin."""
-        tau = cfg.tau_output
-        if tau is None or math.isinf(tau):  # the rule is off
+        if not self._measures_output:
             return torch.zeros(self.grid, dtype=torch.bool, device=self._out_change.device)
-        unsettled = (self._out_change >= tau).float()  # inf (never measured) is unsettled
+        unsettled = (self._out_change >= cfg.tau_output).float()  # inf (never measured) is unsettled
         if self.config.output_margin:
             unsettled = _dilate(unsettled, self.config.output_margin)
         return unsettled > 0.5

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from engine.generator import StreamingGenerator
-from engine.vae import native_cpu_bfloat16
+from engine.vae import FrameVAE, native_cpu_bfloat16
 from lipar.config import LiparConfig
 
 
@@ -160,7 +160,7 @@ def test_on_a_cpu_with_native_bfloat16_the_shipped_vae_decodes_in_it_at_float32_
     assert 45 < psnr < 100  # decoded in bfloat16 (not identical), yet far below what an eye sees
 
 
-def test_a_vae_not_marked_for_bfloat16_decodes_in_float32_on_the_cpu(gen, monkeypatch):
-    monkeypatch.setattr(type(gen.vae), "cpu_bfloat16_decode", False)
+def test_a_vae_not_marked_for_bfloat16_decodes_in_float32_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(FrameVAE, "cpu_bfloat16_decode", False)
     g = StreamingGenerator.from_pretrained("tiny", device="cpu", random_weights=True, size=(64, 64))
     assert g.decode_dtype == torch.float32
